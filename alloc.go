@@ -46,13 +46,13 @@ func TaskStateTerminal(s string) bool {
 // Allocation is one copy of a task group placed on one node: the unit an
 // agent runs.
 //
-//	           placed by the scheduler (desired run, client pending)
-//	                         │
-//	                         ▼
-//	   pending ──started──▶ running ──exit 0──▶ complete
-//	      │                    │ ├──exit≠0, oom, timeout, driver error──▶ failed
-//	      │                    │ └──node missed its TTL──▶ lost
-//	      └──desired stop/evict: the agent stops the tasks──▶ complete (cancelled)
+//	        placed by the scheduler (desired run, client pending)
+//	                      │
+//	                      ▼
+//	pending ──started──▶ running ──exit 0──▶ complete
+//	   │                    │ ├──exit≠0, oom, timeout, driver error──▶ failed
+//	   │                    │ └──node missed its TTL──▶ lost
+//	   └──desired stop/evict: the agent stops the tasks──▶ complete (cancelled)
 //
 // A failed or lost allocation of a service or batch job is replaced by a
 // new allocation (NextAllocation) according to the reschedule policy; the

@@ -4,13 +4,13 @@ import "time"
 
 // Evaluation statuses.
 //
-//	  created (pending) ──dequeued by a worker──▶ plan submitted ──▶ complete
-//	        ▲                        │
-//	        │                        ├── not everything fits ──▶ complete, plus a new
-//	        │                        │       blocked evaluation for the rest
-//	        │                        └── scheduler error, out of attempts ──▶ failed
-//	   blocked ◀─────────────────────┘
-//	        └── capacity changed (node ready, allocation stopped) ──▶ pending again
+//	created (pending) ──dequeued by a worker──▶ plan submitted ──▶ complete
+//	      ▲                        │
+//	      │                        ├── not everything fits ──▶ complete, plus a new
+//	      │                        │       blocked evaluation for the rest
+//	      │                        └── scheduler error, out of attempts ──▶ failed
+//	 blocked ◀─────────────────────┘
+//	      └── capacity changed (node ready, allocation stopped) ──▶ pending again
 //
 // A pending evaluation with WaitUntil in the future (a delayed reschedule)
 // is held back by the broker until then. Cancelled evaluations were made

@@ -133,8 +133,8 @@ type Task struct {
 	// Stdout and Stderr are extra files that receive the task's output, on
 	// the node, beside the agent's own rotated logs. Patterns: %j job id,
 	// %a array index, %x job name, %n node name, %% a percent sign.
-	Stdout string `json:"stdout,omitempty"`
-	Stderr string `json:"stderr,omitempty"`
+	Stdout string            `json:"stdout,omitempty"`
+	Stderr string            `json:"stderr,omitempty"`
 	Meta   map[string]string `json:"meta,omitempty"`
 }
 

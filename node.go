@@ -27,14 +27,14 @@ type Node struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	// SecretID authenticates the agent; it is never returned by reads.
-	SecretID   string            `json:"secret_id,omitempty"`
-	Datacenter string            `json:"datacenter"`
-	NodePool   string            `json:"node_pool"`
-	HTTPAddr   string            `json:"http_addr,omitempty"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-	Meta       map[string]string `json:"meta,omitempty"`
-	Resources  NodeResources     `json:"resources"`
-	Reserved   NodeReserved      `json:"reserved"`
+	SecretID   string                `json:"secret_id,omitempty"`
+	Datacenter string                `json:"datacenter"`
+	NodePool   string                `json:"node_pool"`
+	HTTPAddr   string                `json:"http_addr,omitempty"`
+	Attributes map[string]string     `json:"attributes,omitempty"`
+	Meta       map[string]string     `json:"meta,omitempty"`
+	Resources  NodeResources         `json:"resources"`
+	Reserved   NodeReserved          `json:"reserved"`
 	Drivers    map[string]DriverInfo `json:"drivers,omitempty"`
 
 	Status                string         `json:"status"`
