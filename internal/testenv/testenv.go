@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func RequireDocker(t testing.TB) {
 	dockerOnce.Do(func() {
 		host := os.Getenv("DOCKER_HOST")
 		sock := "/var/run/docker.sock"
-		if host != "" && host[:min(7, len(host))] == "unix://" {
+		if host != "" && strings.HasPrefix(host, "unix://") {
 			sock = host[7:]
 		}
 		c, err := net.DialTimeout("unix", sock, 2*time.Second)
@@ -107,17 +108,9 @@ func isStatic(path string) bool {
 		_, statErr := os.Stat(path)
 		return statErr == nil // no file(1): trust the path
 	}
-	return contains(string(out), "statically linked") || contains(string(out), "static-pie")
+	return strings.Contains(string(out), "statically linked") || strings.Contains(string(out), "static-pie")
 }
 
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
-}
 
 var (
 	binOnce sync.Once
