@@ -111,7 +111,6 @@ func isStatic(path string) bool {
 	return strings.Contains(string(out), "statically linked") || strings.Contains(string(out), "static-pie")
 }
 
-
 var (
 	binOnce sync.Once
 	binPath string
