@@ -84,17 +84,17 @@ type EvalBroker struct {
 	cfg Config
 	gate
 
-	evals   map[string]*tracked                // every evaluation held, by id
-	ready   map[string]*heapOf[*tracked]       // ready work by scheduler type
-	jobs    map[string]string                  // job id → id of its evaluation in flight
-	pending map[string]*tracked                // job id → newest evaluation waiting behind it
-	timers  *heapOf[timerItem]                 // delays, redeliveries and nack deadlines
-	counts  [numStates]int                     // evaluations per state
-	byType  map[string]int                     // ready evaluations per type
-	failed  evalList                           // out of deliveries
-	cancel  evalList                           // superseded by a newer one of the same job
-	readyCh signal                             // new ready work, or a disable
-	timerCh signal                             // the earliest timer moved earlier
+	evals   map[string]*tracked          // every evaluation held, by id
+	ready   map[string]*heapOf[*tracked] // ready work by scheduler type
+	jobs    map[string]string            // job id → id of its evaluation in flight
+	pending map[string]*tracked          // job id → newest evaluation waiting behind it
+	timers  *heapOf[timerItem]           // delays, redeliveries and nack deadlines
+	counts  [numStates]int               // evaluations per state
+	byType  map[string]int               // ready evaluations per type
+	failed  evalList                     // out of deliveries
+	cancel  evalList                     // superseded by a newer one of the same job
+	readyCh signal                       // new ready work, or a disable
+	timerCh signal                       // the earliest timer moved earlier
 }
 
 // NewEvalBroker returns a disabled broker; the server enables it when it
