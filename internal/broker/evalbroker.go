@@ -66,7 +66,9 @@ const (
 
 // tracked is an evaluation the broker holds.
 type tracked struct {
-	eval       *caravan.Evaluation
+	eval *caravan.Evaluation
+	// seq is the arrival order; it breaks ties in the ready order.
+	seq        uint64
 	state      evalState
 	deliveries int
 	// While unacked: the delivery's token, its nack deadline, and whether
@@ -89,6 +91,7 @@ type EvalBroker struct {
 	jobs    map[string]string            // job id → id of its evaluation in flight
 	pending map[string]*tracked          // job id → newest evaluation waiting behind it
 	timers  *heapOf[timerItem]           // delays, redeliveries and nack deadlines
+	seq     uint64                       // arrivals so far
 	counts  [numStates]int               // evaluations per state
 	byType  map[string]int               // ready evaluations per type
 	failed  evalList                     // out of deliveries
@@ -174,7 +177,8 @@ func (b *EvalBroker) addLocked(eval *caravan.Evaluation, now time.Time) {
 	if _, held := b.evals[eval.ID]; held {
 		return
 	}
-	t := &tracked{eval: eval}
+	b.seq++
+	t := &tracked{eval: eval, seq: b.seq}
 	b.evals[eval.ID] = t
 	if eval.WaitUntil.After(now) {
 		b.setState(t, stateDelayed)
@@ -215,7 +219,7 @@ func (b *EvalBroker) admitLocked(t *tracked) {
 func (b *EvalBroker) makeReady(t *tracked) {
 	h := b.ready[t.eval.Type]
 	if h == nil {
-		h = newHeap(func(x, y *tracked) bool { return evalBefore(x.eval, y.eval) })
+		h = newHeap(trackedBefore)
 		b.ready[t.eval.Type] = h
 	}
 	h.Push(t)
@@ -284,7 +288,7 @@ func (b *EvalBroker) takeLocked(types []string) *tracked {
 		if h == nil || h.Len() == 0 {
 			continue
 		}
-		if best == nil || evalBefore(h.Peek().eval, best.Peek().eval) {
+		if best == nil || trackedBefore(h.Peek(), best.Peek()) {
 			best = h
 		}
 	}

@@ -103,8 +103,21 @@ func compareEvals(a, b *caravan.Evaluation) int {
 	return strings.Compare(a.ID, b.ID)
 }
 
-// evalBefore reports whether a is served before b.
-func evalBefore(a, b *caravan.Evaluation) bool { return compareEvals(a, b) < 0 }
+// trackedBefore orders the broker's ready work like compareEvals, with
+// arrival order instead of the id as the last tie-breaker.
+func trackedBefore(a, b *tracked) bool {
+	x, y := a.eval, b.eval
+	if x.Priority != y.Priority {
+		return x.Priority > y.Priority
+	}
+	if c := x.SubmitTime.Compare(y.SubmitTime); c != 0 {
+		return c < 0
+	}
+	if x.CreateIndex != y.CreateIndex {
+		return x.CreateIndex < y.CreateIndex
+	}
+	return a.seq < b.seq
+}
 
 // newer reports whether a is a newer evaluation than b, by modify index and
 // then create index. Between equals the one seen later (a) wins.
