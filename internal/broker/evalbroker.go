@@ -55,7 +55,7 @@ func (c Config) withDefaults() Config {
 type evalState int
 
 const (
-	stateGone    evalState = iota // no longer held; timer items for it are stale
+	stateGone    evalState = iota // no longer held
 	stateDelayed                  // WaitUntil in the future
 	statePending                  // behind another evaluation of its job
 	stateReady                    // waiting for a worker
@@ -71,11 +71,13 @@ type tracked struct {
 	seq        uint64
 	state      evalState
 	deliveries int
-	// While unacked: the delivery's token, its nack deadline, and whether
-	// the nack timer is paused.
-	token    string
-	deadline time.Time
-	paused   bool
+	// token is the delivery's while unacked; paused stops its nack timer.
+	token  string
+	paused bool
+	// due is when the evaluation's timer fires, and timer its position in
+	// the timer heap (-1: no timer). See timers.go.
+	due   time.Time
+	timer int
 }
 
 // EvalBroker hands evaluations to scheduler workers: by priority, at most one
@@ -90,7 +92,7 @@ type EvalBroker struct {
 	ready   map[string]*heapOf[*tracked] // ready work by scheduler type
 	jobs    map[string]string            // job id → id of its evaluation in flight
 	pending map[string]*tracked          // job id → newest evaluation waiting behind it
-	timers  *heapOf[timerItem]           // delays, redeliveries and nack deadlines
+	timers  *heapOf[*tracked]            // delays, redeliveries and nack deadlines
 	seq     uint64                       // arrivals so far
 	counts  [numStates]int               // evaluations per state
 	byType  map[string]int               // ready evaluations per type
@@ -117,7 +119,10 @@ func (b *EvalBroker) resetLocked() {
 	b.ready = map[string]*heapOf[*tracked]{}
 	b.jobs = map[string]string{}
 	b.pending = map[string]*tracked{}
-	b.timers = newHeap(func(a, b timerItem) bool { return a.at.Before(b.at) })
+	if b.timers != nil {
+		b.timers.Clear()
+	}
+	b.timers = newTimerHeap()
 	b.counts = [numStates]int{}
 	b.byType = map[string]int{}
 	b.failed.reset()
@@ -178,11 +183,11 @@ func (b *EvalBroker) addLocked(eval *caravan.Evaluation, now time.Time) {
 		return
 	}
 	b.seq++
-	t := &tracked{eval: eval, seq: b.seq}
+	t := &tracked{eval: eval, seq: b.seq, timer: -1}
 	b.evals[eval.ID] = t
 	if eval.WaitUntil.After(now) {
 		b.setState(t, stateDelayed)
-		b.pushTimer(timerItem{at: eval.WaitUntil, t: t, kind: timerDelayed})
+		b.setTimer(t, eval.WaitUntil)
 		return
 	}
 	b.admitLocked(t)
@@ -236,6 +241,7 @@ func (b *EvalBroker) setState(t *tracked, s evalState) {
 
 // dropLocked forgets t.
 func (b *EvalBroker) dropLocked(t *tracked) {
+	b.stopTimer(t)
 	b.setState(t, stateGone)
 	t.token = ""
 	delete(b.evals, t.eval.ID)
@@ -301,8 +307,7 @@ func (b *EvalBroker) takeLocked(types []string) *tracked {
 	t.deliveries++
 	t.token = caravan.NewID()
 	t.paused = false
-	t.deadline = time.Now().Add(b.cfg.NackTimeout)
-	b.pushTimer(timerItem{at: t.deadline, t: t, kind: timerNack, token: t.token})
+	b.setTimer(t, time.Now().Add(b.cfg.NackTimeout))
 	return t
 }
 
@@ -355,7 +360,7 @@ func (b *EvalBroker) retryLocked(t *tracked, now time.Time) {
 		return
 	}
 	b.setState(t, stateWaiting)
-	b.pushTimer(timerItem{at: now.Add(b.nackDelay(t.deliveries)), t: t, kind: timerRedeliver})
+	b.setTimer(t, now.Add(b.nackDelay(t.deliveries)))
 }
 
 // nackDelay is the wait before delivery n+1: NackDelay, doubled with every
@@ -393,6 +398,7 @@ func (b *EvalBroker) PauseNackTimeout(evalID, token string) error {
 		return err
 	}
 	t.paused = true
+	b.stopTimer(t)
 	return nil
 }
 
@@ -410,8 +416,7 @@ func (b *EvalBroker) ResumeNackTimeout(evalID, token string) error {
 }
 
 func (b *EvalBroker) restartNackTimer(t *tracked) {
-	t.deadline = time.Now().Add(b.cfg.NackTimeout)
-	b.pushTimer(timerItem{at: t.deadline, t: t, kind: timerNack, token: t.token})
+	b.setTimer(t, time.Now().Add(b.cfg.NackTimeout))
 }
 
 // WaitFailed blocks until evaluations have run out of deliveries, then

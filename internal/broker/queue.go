@@ -10,10 +10,13 @@ import (
 )
 
 // heapOf is a binary min-heap ordered by less. It is a generic stand-in for
-// container/heap that stores values without boxing them in interfaces.
+// container/heap that stores values without boxing them in interfaces. When
+// setIndex is not nil it is told every item's position (-1 once removed),
+// so that items can be removed or moved with Remove and Fix.
 type heapOf[T any] struct {
-	items []T
-	less  func(a, b T) bool
+	items    []T
+	less     func(a, b T) bool
+	setIndex func(T, int)
 }
 
 func newHeap[T any](less func(a, b T) bool) *heapOf[T] {
@@ -27,26 +30,76 @@ func (h *heapOf[T]) Peek() T { return h.items[0] }
 
 func (h *heapOf[T]) Push(x T) {
 	h.items = append(h.items, x)
-	i := len(h.items) - 1
+	h.place(len(h.items) - 1)
+	h.up(len(h.items) - 1)
+}
+
+// Pop removes and returns the smallest item; the heap must not be empty.
+func (h *heapOf[T]) Pop() T { return h.Remove(0) }
+
+// Remove removes and returns the item at index i.
+func (h *heapOf[T]) Remove(i int) T {
+	x := h.items[i]
+	last := len(h.items) - 1
+	if i != last {
+		h.items[i] = h.items[last]
+		h.place(i)
+	}
+	var zero T
+	h.items[last] = zero // let the garbage collector have it
+	h.items = h.items[:last]
+	if i != last {
+		h.Fix(i)
+	}
+	if h.setIndex != nil {
+		h.setIndex(x, -1)
+	}
+	return x
+}
+
+// Fix restores the order after the item at index i changed.
+func (h *heapOf[T]) Fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+// Clear drops every item.
+func (h *heapOf[T]) Clear() {
+	if h.setIndex != nil {
+		for _, x := range h.items {
+			h.setIndex(x, -1)
+		}
+	}
+	h.items = nil
+}
+
+func (h *heapOf[T]) place(i int) {
+	if h.setIndex != nil {
+		h.setIndex(h.items[i], i)
+	}
+}
+
+func (h *heapOf[T]) swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.place(i)
+	h.place(j)
+}
+
+func (h *heapOf[T]) up(i int) {
 	for i > 0 {
 		parent := (i - 1) / 2
 		if !h.less(h.items[i], h.items[parent]) {
-			break
+			return
 		}
-		h.items[i], h.items[parent] = h.items[parent], h.items[i]
+		h.swap(i, parent)
 		i = parent
 	}
 }
 
-// Pop removes and returns the smallest item; the heap must not be empty.
-func (h *heapOf[T]) Pop() T {
-	top := h.items[0]
-	last := len(h.items) - 1
-	h.items[0] = h.items[last]
-	var zero T
-	h.items[last] = zero // let the garbage collector have it
-	h.items = h.items[:last]
-	i, n := 0, len(h.items)
+// down sinks the item at i and reports whether it moved.
+func (h *heapOf[T]) down(i int) bool {
+	start, n := i, len(h.items)
 	for {
 		smallest, l, r := i, 2*i+1, 2*i+2
 		if l < n && h.less(h.items[l], h.items[smallest]) {
@@ -56,15 +109,12 @@ func (h *heapOf[T]) Pop() T {
 			smallest = r
 		}
 		if smallest == i {
-			return top
+			return i > start
 		}
-		h.items[i], h.items[smallest] = h.items[smallest], h.items[i]
+		h.swap(i, smallest)
 		i = smallest
 	}
 }
-
-// Clear drops every item.
-func (h *heapOf[T]) Clear() { h.items = nil }
 
 // signal wakes every goroutine waiting on it. Waiters take the channel with
 // wait (under the owner's lock) and block on it after unlocking; broadcast

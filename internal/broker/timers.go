@@ -5,32 +5,43 @@ import (
 	"time"
 )
 
-// timerKind is what a timer item does when it is due.
-type timerKind int
+// An evaluation has at most one timer at a time, and what it does depends
+// on the evaluation's state when it fires:
+//
+//	delayed  WaitUntil reached: admit it (ready, or pending behind its job)
+//	waiting  redelivery delay over: ready again
+//	unacked  nack deadline passed: treat as a nack
+//
+// The timers live in one heap of tracked evaluations ordered by due time;
+// Ack, Nack and pauses remove or move an evaluation's entry, so the heap
+// never holds more than the evaluations themselves.
 
-const (
-	timerDelayed   timerKind = iota // WaitUntil reached: admit the evaluation
-	timerRedeliver                  // redelivery delay over: ready again
-	timerNack                       // nack deadline of a delivery
-)
-
-// timerItem is one entry of the broker's timer heap. Items are never
-// removed early: an item whose evaluation moved on (acked, redelivered
-// under a new token, deadline extended) is found stale when it is due and
-// skipped.
-type timerItem struct {
-	at    time.Time
-	t     *tracked
-	kind  timerKind
-	token string // timerNack: the delivery it belongs to
+// newTimerHeap orders tracked evaluations by due time and keeps each one's
+// position in it.
+func newTimerHeap() *heapOf[*tracked] {
+	h := newHeap(func(a, b *tracked) bool { return a.due.Before(b.due) })
+	h.setIndex = func(t *tracked, i int) { t.timer = i }
+	return h
 }
 
-// pushTimer adds an item and wakes Run when it is the new earliest.
-func (b *EvalBroker) pushTimer(it timerItem) {
-	earliest := b.timers.Len() == 0 || it.at.Before(b.timers.Peek().at)
-	b.timers.Push(it)
-	if earliest {
+// setTimer (re)arms t's timer for at and wakes Run when it is the new
+// earliest.
+func (b *EvalBroker) setTimer(t *tracked, at time.Time) {
+	t.due = at
+	if t.timer >= 0 {
+		b.timers.Fix(t.timer)
+	} else {
+		b.timers.Push(t)
+	}
+	if b.timers.Peek() == t {
 		b.timerCh.broadcast()
+	}
+}
+
+// stopTimer disarms t's timer, if it has one.
+func (b *EvalBroker) stopTimer(t *tracked) {
+	if t.timer >= 0 {
+		b.timers.Remove(t.timer)
 	}
 }
 
@@ -38,6 +49,7 @@ func (b *EvalBroker) pushTimer(it timerItem) {
 // their WaitUntil comes, makes nacked ones ready again after their delay,
 // and treats deliveries that outlive the nack timeout as nacked. The server
 // runs it for its whole life, enabled or not; it returns nil when ctx ends.
+// Without Run, no timer fires.
 func (b *EvalBroker) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -61,29 +73,23 @@ func (b *EvalBroker) Run(ctx context.Context) error {
 	}
 }
 
-// fireDueLocked handles every item due at now and returns when the next
-// one is due. Every item is popped once and what it pushes is due later
+// fireDueLocked handles every timer due at now and returns when the next
+// one is due. A fired timer is gone, and any timer it arms is due later
 // than now, so the loop ends.
 func (b *EvalBroker) fireDueLocked(now time.Time) (time.Time, bool) {
 	for b.timers.Len() > 0 {
-		if b.timers.Peek().at.After(now) {
-			return b.timers.Peek().at, true
+		t := b.timers.Peek()
+		if t.due.After(now) {
+			return t.due, true
 		}
-		it := b.timers.Pop()
-		t := it.t
-		switch it.kind {
-		case timerDelayed:
-			if t.state == stateDelayed {
-				b.admitLocked(t)
-			}
-		case timerRedeliver:
-			if t.state == stateWaiting {
-				b.makeReady(t)
-			}
-		case timerNack:
-			if t.state == stateUnacked && t.token == it.token && !t.paused && !t.deadline.After(now) {
-				b.retryLocked(t, now)
-			}
+		b.timers.Pop()
+		switch t.state {
+		case stateDelayed:
+			b.admitLocked(t)
+		case stateWaiting:
+			b.makeReady(t)
+		case stateUnacked:
+			b.retryLocked(t, now)
 		}
 	}
 	return time.Time{}, false
