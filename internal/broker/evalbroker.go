@@ -155,8 +155,9 @@ func (b *EvalBroker) Enabled() bool {
 	return b.enabled
 }
 
-// Enqueue adds an evaluation. The broker keeps the pointer: the caller must
-// not modify the evaluation afterwards. A nil or terminal evaluation, one
+// Enqueue adds an evaluation, to be served to workers that ask for its
+// Type. The broker keeps the pointer: the caller must not modify the
+// evaluation afterwards. A nil or terminal evaluation, one
 // without an id, one the broker already holds, and anything while the
 // broker is disabled are ignored.
 func (b *EvalBroker) Enqueue(eval *caravan.Evaluation) {
