@@ -2,9 +2,26 @@
 // a state snapshot and an evaluation: no goroutines, clock, network or disk.
 // The current time and a random seed come in through Options, so the same
 // inputs always give the same plan.
+//
+// Compute works in three steps:
+//
+//	reconcile ──▶ stops, in-place updates, delayed reschedules, and a list of
+//	   │          placements to make (per task group, by index)
+//	   ▼
+//	place ──────▶ for each placement: feasible nodes (pool, datacenter,
+//	   │          constraints, drivers), then capacity, then a ranking over a
+//	   │          few candidates walked from a seeded random offset
+//	   ▼
+//	outcome ────▶ the evaluation's own update, a blocked evaluation for what
+//	              did not fit, delayed evaluations for reschedules that wait
 package scheduler
 
 import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/bits"
+	"math/rand/v2"
 	"time"
 
 	"github.com/caravan-sched/caravan"
@@ -46,6 +63,9 @@ type Options struct {
 	// placement (0: the scheduler's default, which grows with log2 of the
 	// cluster size).
 	CandidateLimit int
+	// NewID makes the ids of new allocations and evaluations; nil means
+	// caravan.NewID. Tests pass a counter so plans are repeatable.
+	NewID func() string
 }
 
 // Result is the outcome of one evaluation.
@@ -55,4 +75,183 @@ type Result struct {
 	// queued counts) and any new evaluations: a blocked one for what did
 	// not fit, delayed ones for reschedules that must wait.
 	Plan *caravan.Plan
+	// Placed counts the new allocations in the plan; Failed counts the
+	// placements that found no node.
+	Placed, Failed int
+}
+
+// Compute reconciles the evaluation's job with the cluster and returns the
+// plan that gets there. It fails only when the state cannot be read (or is
+// nil); a job that cannot be scheduled gives a plan whose evaluation update
+// says why.
+func Compute(state State, eval *caravan.Evaluation, opts Options) (*Result, error) {
+	if state == nil || eval == nil {
+		return nil, fmt.Errorf("scheduler: nil state or evaluation: %w", caravan.ErrInvalid)
+	}
+	c := newEvalCtx(state, eval, opts)
+	if err := c.run(); err != nil {
+		return nil, fmt.Errorf("scheduler: evaluation %s of job %s: %w", eval.ID, eval.JobID, err)
+	}
+	return c.result(), nil
+}
+
+// evalCtx is everything one evaluation works with. It lives for one call of
+// Compute.
+type evalCtx struct {
+	state State
+	eval  *caravan.Evaluation
+	job   *caravan.Job // nil when the job is gone
+	opts  Options
+	rng   *rand.Rand
+	newID func() string
+
+	nodes []*caravan.Node
+	limit int
+	algo  string
+	plan  *caravan.Plan
+	// loads holds the usage of the nodes this plan changed.
+	loads    map[string]caravan.NodeUsage
+	compiler compiler
+	// inPlaceCache remembers which old versions update in place.
+	inPlaceCache map[inPlaceKey]bool
+	// groups are the task groups' outcomes, in job order.
+	groups []*groupOutcome
+	// delayed are the reschedule evaluations created, in order.
+	delayed []*caravan.Evaluation
+	// failedDesc marks the evaluation failed when not empty.
+	failedDesc string
+}
+
+func newEvalCtx(state State, eval *caravan.Evaluation, opts Options) *evalCtx {
+	h := fnv.New64a()
+	h.Write([]byte(eval.ID))
+	newID := opts.NewID
+	if newID == nil {
+		newID = caravan.NewID
+	}
+	return &evalCtx{
+		state: state,
+		eval:  eval,
+		opts:  opts,
+		rng:   rand.New(rand.NewPCG(uint64(opts.Seed), h.Sum64())),
+		newID: newID,
+		plan: &caravan.Plan{
+			EvalID:        eval.ID,
+			Priority:      eval.Priority,
+			JobID:         eval.JobID,
+			SnapshotIndex: state.Index(),
+		},
+	}
+}
+
+func (c *evalCtx) run() error {
+	job, err := c.state.Job(c.eval.JobID)
+	switch {
+	case errors.Is(err, caravan.ErrNotFound):
+		job = nil
+	case err != nil:
+		return fmt.Errorf("read job: %w", err)
+	}
+	allocs, err := c.state.AllocsByJob(c.eval.JobID)
+	if err != nil {
+		return fmt.Errorf("read allocations: %w", err)
+	}
+	if job == nil || job.Stop {
+		c.stopAll(allocs)
+		return nil
+	}
+	c.job = job
+	c.plan.Priority = job.Priority
+	c.plan.JobVersion = job.Version
+	c.plan.AllAtOnce = job.AllAtOnce
+	if !c.pickAlgorithm() {
+		return nil
+	}
+	if c.nodes, err = c.state.Nodes(); err != nil {
+		return fmt.Errorf("read nodes: %w", err)
+	}
+	c.limit = candidateLimit(c.opts.CandidateLimit, len(c.nodes))
+	switch job.Type {
+	case caravan.JobTypeService, caravan.JobTypeBatch, "":
+		return c.reconcileGeneric(allocs)
+	case caravan.JobTypeSystem:
+		return c.reconcileSystem(allocs)
+	}
+	c.failedDesc = fmt.Sprintf("unknown job type %q", job.Type)
+	return nil
+}
+
+// pickAlgorithm settles the ranking algorithm, or fails the evaluation when
+// it is unknown.
+func (c *evalCtx) pickAlgorithm() bool {
+	c.algo = c.job.Algorithm
+	if c.algo == "" {
+		c.algo = c.opts.DefaultAlgorithm
+	}
+	if c.algo == "" {
+		c.algo = caravan.AlgorithmBinpack
+	}
+	switch c.algo {
+	case caravan.AlgorithmBinpack, caravan.AlgorithmSpread, caravan.AlgorithmFirstFit, caravan.AlgorithmMostFreeMemory:
+		return true
+	}
+	c.failedDesc = fmt.Sprintf("unknown placement algorithm %q", c.algo)
+	return false
+}
+
+// candidateLimit is how many nodes that fit are ranked for one placement:
+// the option when set, else max(2, ceil(log2(nodes))).
+func candidateLimit(opt, nodes int) int {
+	if opt > 0 {
+		return opt
+	}
+	if nodes <= 2 {
+		return 2
+	}
+	return max(2, bits.Len(uint(nodes-1)))
+}
+
+// stopAll stops every allocation that is not terminal: the job is stopped
+// or gone.
+func (c *evalCtx) stopAll(allocs []*caravan.Allocation) {
+	for _, a := range sortedAllocs(allocs) {
+		if !a.Terminal() {
+			c.appendStop(a, caravan.AllocDesiredStop, descJobStopped)
+		}
+	}
+}
+
+// usage returns what the node holds: the state's usage plus this plan's
+// changes.
+func (c *evalCtx) usage(nodeID string) (caravan.NodeUsage, error) {
+	if u, ok := c.loads[nodeID]; ok {
+		return u, nil
+	}
+	u, err := c.state.NodeUsage(nodeID)
+	if errors.Is(err, caravan.ErrNotFound) {
+		return caravan.NodeUsage{}, nil
+	}
+	if err != nil {
+		return caravan.NodeUsage{}, fmt.Errorf("read usage of node %s: %w", nodeID, err)
+	}
+	return u, nil
+}
+
+func (c *evalCtx) setUsage(nodeID string, u caravan.NodeUsage) {
+	if c.loads == nil {
+		c.loads = map[string]caravan.NodeUsage{}
+	}
+	c.loads[nodeID] = u
+}
+
+// node returns the node an allocation is on, or nil when it is gone.
+func (c *evalCtx) node(id string) (*caravan.Node, error) {
+	n, err := c.state.Node(id)
+	if errors.Is(err, caravan.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node %s: %w", id, err)
+	}
+	return n, nil
 }
