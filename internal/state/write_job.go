@@ -1,0 +1,221 @@
+package state
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/caravan-sched/caravan"
+)
+
+// The write methods below are called by the Raft FSM, one per command, with
+// the entry's index and the time the leader put into it. Each is one
+// transaction: on error nothing is written. They take ownership of the
+// objects passed in; the caller must not modify them afterwards.
+
+// RegisteredJob is what RegisterJob wrote.
+type RegisteredJob struct {
+	JobID   string
+	Version uint64
+}
+
+// RegisterJob creates or updates a job (already canonicalized and
+// validated). A job without an id gets the next number of the job id
+// sequence, from 1001. A new job gets version 0; an existing one a new
+// version when its spec changed, when it was stopped, or when
+// forceNewVersion (a restart), and keeps its version otherwise. eval, when
+// not nil, is written for the job.
+func (s *Store) RegisterJob(index uint64, now time.Time, job *caravan.Job, eval *caravan.Evaluation, forceNewVersion bool) (RegisteredJob, error) {
+	if job == nil {
+		return RegisteredJob{}, fmt.Errorf("register job: job is null: %w", caravan.ErrInvalid)
+	}
+	var out RegisteredJob
+	err := s.write(index, func(tx *txn) error {
+		j, err := tx.registerJob(now, job, forceNewVersion)
+		if err != nil {
+			return err
+		}
+		if eval != nil {
+			if err := tx.upsertEval(evalForJob(eval, j), now); err != nil {
+				return err
+			}
+		}
+		out = RegisteredJob{JobID: j.ID, Version: j.Version}
+		return nil
+	})
+	if err != nil {
+		return RegisteredJob{}, fmt.Errorf("register job %q: %w", job.ID, err)
+	}
+	return out, nil
+}
+
+// evalForJob fills in the evaluation's job fields.
+func evalForJob(e *caravan.Evaluation, j *caravan.Job) *caravan.Evaluation {
+	c := *e
+	c.JobID = j.ID
+	c.JobModifyIndex = j.JobModifyIndex
+	if c.SubmitTime.IsZero() {
+		c.SubmitTime = j.SubmitTime
+	}
+	return &c
+}
+
+func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool) (*caravan.Job, error) {
+	j := job.ShallowCopy()
+	if j.ID == "" {
+		id, err := tx.nextJobID()
+		if err != nil {
+			return nil, err
+		}
+		j.ID = id
+	}
+	old, err := tx.job(j.ID)
+	if err != nil {
+		return nil, err
+	}
+	j.Stop = false
+	j.ModifyIndex = tx.index
+	newVersion := true
+	switch {
+	case old == nil:
+		j.Version, j.CreateIndex = 0, tx.index
+		if err := tx.newSummary(j); err != nil {
+			return nil, err
+		}
+	case old.Stop || forceNewVersion || !old.SpecEqual(j):
+		j.Version, j.CreateIndex = old.Version+1, old.CreateIndex
+	default:
+		newVersion = false
+		// The stored version keeps being the spec: share it.
+		kept, err := tx.jobVersion(old.ID, old.Version)
+		if err != nil {
+			return nil, err
+		}
+		if kept != nil {
+			j = kept.ShallowCopy()
+			j.Stop, j.ModifyIndex = false, tx.index
+		}
+		j.Version, j.CreateIndex = old.Version, old.CreateIndex
+		j.JobModifyIndex, j.SubmitTime = old.JobModifyIndex, old.SubmitTime
+		j.Status, j.StatusDescription = old.Status, old.StatusDescription
+	}
+	if newVersion {
+		j.JobModifyIndex, j.SubmitTime = tx.index, now
+		if err := tx.addSummaryGroups(j); err != nil {
+			return nil, err
+		}
+		if err := tx.insert(TableJobVersions, j); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.insert(TableJobs, j); err != nil {
+		return nil, err
+	}
+	tx.touched[j.ID] = struct{}{}
+	return j, nil
+}
+
+// nextJobID hands out the next free number of the job id sequence.
+func (tx *txn) nextJobID() (string, error) {
+	obj, err := tx.first(TableSequence, jobIDSequence)
+	if err != nil {
+		return "", err
+	}
+	next := uint64(firstJobNumber)
+	if obj != nil {
+		next = max(next, obj.(*sequenceRow).Value+1)
+	}
+	for {
+		id := strconv.FormatUint(next, 10)
+		taken, err := tx.job(id)
+		if err != nil {
+			return "", err
+		}
+		if taken == nil {
+			if err := tx.insert(TableSequence, &sequenceRow{Name: jobIDSequence, Value: next}); err != nil {
+				return "", err
+			}
+			return id, nil
+		}
+		next++
+	}
+}
+
+// newSummary starts the summary of a new job, counting any allocations of
+// an earlier job with the same id that are still in state.
+func (tx *txn) newSummary(j *caravan.Job) error {
+	s := &caravan.JobSummary{JobID: j.ID, Groups: map[string]caravan.GroupSummary{}}
+	allocs, err := tx.allocsBy(indexJob, j.ID)
+	if err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		s.Add(a, +1)
+	}
+	return tx.setSummary(j.ID, s)
+}
+
+// addSummaryGroups lists every task group of the job in its summary.
+func (tx *txn) addSummaryGroups(j *caravan.Job) error {
+	s, err := tx.summary(j.ID)
+	if s == nil || err != nil {
+		return err
+	}
+	for _, tg := range j.TaskGroups {
+		if _, ok := s.Groups[tg.Name]; !ok {
+			s.Groups[tg.Name] = caravan.GroupSummary{}
+		}
+	}
+	return nil
+}
+
+// StopJob stops a job, or with purge deletes it with its versions and
+// summary (its allocations and evaluations stay until garbage collection).
+// eval, when not nil, is written for the job. An unknown job is
+// ErrNotFound.
+func (s *Store) StopJob(index uint64, now time.Time, jobID string, purge bool, eval *caravan.Evaluation) error {
+	err := s.write(index, func(tx *txn) error {
+		j, err := tx.job(jobID)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return errNotFoundf("job %q", jobID)
+		}
+		if purge {
+			err = tx.purgeJob(j)
+		} else {
+			err = tx.stopJob(j)
+		}
+		if err != nil {
+			return err
+		}
+		if eval != nil {
+			return tx.upsertEval(evalForJob(eval, j), now)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("stop job %q: %w", jobID, err)
+	}
+	return nil
+}
+
+func (tx *txn) stopJob(j *caravan.Job) error {
+	c := j.ShallowCopy()
+	c.Stop = true
+	c.Status = caravan.JobStatusStopped
+	c.ModifyIndex = tx.index
+	return tx.insert(TableJobs, c)
+}
+
+// purgeJob deletes the job, every version of it and its summary.
+func (tx *txn) purgeJob(j *caravan.Job) error {
+	if err := tx.delete(TableJobs, j); err != nil {
+		return err
+	}
+	if _, err := tx.mt.DeleteAll(TableJobVersions, indexID+"_prefix", j.ID); err != nil {
+		return fmt.Errorf("delete versions of job %q: %w", j.ID, err)
+	}
+	return tx.setSummary(j.ID, nil)
+}
