@@ -192,6 +192,7 @@ func (g *groupPlacer) offerHint(best *pick) error {
 	cpu, score, ok, err := g.consider(g.hint, false)
 	if ok {
 		best.offer(g.hint, cpu, score)
+		best.found = 0 // an extra candidate: the walk still finds limit
 	}
 	return err
 }
@@ -358,7 +359,7 @@ func (g *groupPlacer) score(n *caravan.Node, u *caravan.NodeUsage, cpu int) floa
 	}
 	if g.collisions != nil {
 		if k := g.collisions[n.ID]; k > 0 {
-			s -= float64(k) / float64(g.count)
+			s -= float64(k+1) / float64(g.count)
 		}
 	}
 	for _, sp := range g.secondary {
