@@ -21,7 +21,9 @@ type RegisteredJob struct {
 
 // RegisterJob creates or updates a job (already canonicalized and
 // validated). A job without an id gets the next number of the job id
-// sequence, from 1001. A new job gets version 0; an existing one a new
+// sequence, from 1001. A new job gets version 0 (or, when allocations of a
+// purged job with the same id remain, the version after theirs); an
+// existing one a new
 // version when its spec changed, when it was stopped, or when
 // forceNewVersion (a restart), and keeps its version otherwise. eval, when
 // not nil, is written for the job.
@@ -78,10 +80,11 @@ func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool
 	newVersion := true
 	switch {
 	case old == nil:
-		j.Version, j.CreateIndex = 0, tx.index
-		if err := tx.newSummary(j); err != nil {
+		first, err := tx.newSummary(j)
+		if err != nil {
 			return nil, err
 		}
+		j.Version, j.CreateIndex = first, tx.index
 	case old.Stop || forceNewVersion || !old.SpecEqual(j):
 		j.Version, j.CreateIndex = old.Version+1, old.CreateIndex
 	default:
@@ -142,17 +145,22 @@ func (tx *txn) nextJobID() (string, error) {
 }
 
 // newSummary starts the summary of a new job, counting any allocations of
-// an earlier job with the same id that are still in state.
-func (tx *txn) newSummary(j *caravan.Job) error {
+// an earlier, purged job with the same id that are still in state. It
+// returns the new job's first version: 0, or one above the newest version
+// those allocations run, so that a job version is never confused with an
+// earlier job's.
+func (tx *txn) newSummary(j *caravan.Job) (uint64, error) {
 	s := &caravan.JobSummary{JobID: j.ID, Groups: map[string]caravan.GroupSummary{}}
 	allocs, err := tx.allocsBy(indexJob, j.ID)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var first uint64
 	for _, a := range allocs {
 		s.Add(a, +1)
+		first = max(first, a.JobVersion+1)
 	}
-	return tx.setSummary(j.ID, s)
+	return first, tx.setSummary(j.ID, s)
 }
 
 // addSummaryGroups lists every task group of the job in its summary.
