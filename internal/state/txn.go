@@ -348,7 +348,7 @@ func (tx *txn) deriveJobStatus(jobID string) error {
 	if j == nil || err != nil {
 		return err
 	}
-	status, err := tx.statusOf(j)
+	status, err := tx.statusOf(j, false)
 	if err != nil || status == j.Status {
 		return err
 	}
@@ -358,8 +358,9 @@ func (tx *txn) deriveJobStatus(jobID string) error {
 	return tx.insert(TableJobs, c)
 }
 
-// statusOf derives a job's status from its summary and open evaluations.
-func (tx *txn) statusOf(j *caravan.Job) (string, error) {
+// statusOf derives a job's status from its summary and open evaluations;
+// moreOpen counts an open evaluation not written yet.
+func (tx *txn) statusOf(j *caravan.Job, moreOpen bool) (string, error) {
 	s, err := tx.peekSummary(j.ID)
 	if err != nil {
 		return "", err
@@ -371,7 +372,7 @@ func (tx *txn) statusOf(j *caravan.Job) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return caravan.DeriveJobStatus(j, s, open), nil
+	return caravan.DeriveJobStatus(j, s, open || moreOpen), nil
 }
 
 // writeIndexes records the Raft index for every table the write changed.

@@ -33,12 +33,28 @@ func (s *Store) RegisterJob(index uint64, now time.Time, job *caravan.Job, eval 
 	}
 	var out RegisteredJob
 	err := s.write(index, func(tx *txn) error {
-		j, err := tx.registerJob(now, job, forceNewVersion)
+		j, newVersion, err := tx.registerJob(now, job, forceNewVersion)
 		if err != nil {
 			return err
 		}
+		var e *caravan.Evaluation
 		if eval != nil {
-			if err := tx.upsertEval(evalForJob(eval, j), now); err != nil {
+			e = evalForJob(eval, j)
+		}
+		// The job is written with the status it has once e is written.
+		if j.Status, err = tx.statusOf(j, e != nil && openEvalJob(e) != ""); err != nil {
+			return err
+		}
+		if newVersion {
+			if err := tx.insert(TableJobVersions, j); err != nil {
+				return err
+			}
+		}
+		if err := tx.insert(TableJobs, j); err != nil {
+			return err
+		}
+		if e != nil {
+			if err := tx.upsertEval(e, now); err != nil {
 				return err
 			}
 		}
@@ -62,18 +78,19 @@ func evalForJob(e *caravan.Evaluation, j *caravan.Job) *caravan.Evaluation {
 	return &c
 }
 
-func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool) (*caravan.Job, error) {
+// registerJob returns the job to write, and whether it is a new version.
+func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool) (*caravan.Job, bool, error) {
 	j := job.ShallowCopy()
 	if j.ID == "" {
 		id, err := tx.nextJobID()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		j.ID = id
 	}
 	old, err := tx.job(j.ID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	j.Stop = false
 	j.ModifyIndex = tx.index
@@ -82,7 +99,7 @@ func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool
 	case old == nil:
 		first, err := tx.newSummary(j)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		j.Version, j.CreateIndex = first, tx.index
 	case old.Stop || forceNewVersion || !old.SpecEqual(j):
@@ -92,7 +109,7 @@ func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool
 		// The stored version keeps being the spec: share it.
 		kept, err := tx.jobVersion(old.ID, old.Version)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if kept != nil {
 			j = kept.ShallowCopy()
@@ -105,17 +122,10 @@ func (tx *txn) registerJob(now time.Time, job *caravan.Job, forceNewVersion bool
 	if newVersion {
 		j.JobModifyIndex, j.SubmitTime = tx.index, now
 		if err := tx.addSummaryGroups(j); err != nil {
-			return nil, err
-		}
-		if err := tx.insert(TableJobVersions, j); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	if err := tx.insert(TableJobs, j); err != nil {
-		return nil, err
-	}
-	tx.touched[j.ID] = struct{}{}
-	return j, nil
+	return j, newVersion, nil
 }
 
 // nextJobID hands out the next free number of the job id sequence.
