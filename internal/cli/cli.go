@@ -77,5 +77,6 @@ func newRootCommand(env *Env) *cobra.Command {
 		SilenceErrors: true,
 	}
 	_ = env
+	root.AddCommand(newSuperviseCommand(env))
 	return root
 }

@@ -1,0 +1,469 @@
+// Package exec is the exec driver: it runs a task as a tree of processes on
+// the node, as an unprivileged user, in its own session, inside its own
+// cgroup with the task's memory, cpu and cpuset limits.
+//
+// Each task is held by a `caravan supervise` process (internal/supervisor)
+// that the driver starts in its own session. The supervisor outlives the
+// agent, enforces the time limit and the kill sequence, and writes the exit
+// status to a file, so a restarted agent re-attaches with Recover and loses
+// no exit:
+//
+//	Start: user, dirs, command checked ─▶ cgroup created ─▶ spec written
+//	       ─▶ supervisor started ─▶ handshake {"pid":N} ─▶ Handle
+//	Wait:  supervisor exit (pidfd) ─▶ status.json ─▶ ExitResult
+//	       (no status.json: the supervisor was killed ─▶ Err, cgroup killed)
+//	Stop:  stop.json + SIGTERM to the supervisor
+//	Destroy: stop at once, kill and delete the cgroup, remove the state
+package exec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caravan-sched/caravan"
+	"github.com/caravan-sched/caravan/internal/cgroup"
+	"github.com/caravan-sched/caravan/internal/driver"
+	"github.com/caravan-sched/caravan/internal/supervisor"
+)
+
+// Name is the driver's name.
+const Name = caravan.DriverExec
+
+// Timeouts of the driver's own waits.
+const (
+	// startTimeout bounds the wait for the supervisor's handshake.
+	startTimeout = 30 * time.Second
+	// cleanupTimeout bounds killing what is left in a cgroup.
+	cleanupTimeout = 10 * time.Second
+	// destroyTimeout bounds the wait for a supervisor to end its task.
+	destroyTimeout = 15 * time.Second
+)
+
+// Config configures the exec driver.
+type Config struct {
+	// SupervisorCommand runs `caravan supervise`: a program and the
+	// arguments before the supervisor's own. Empty means this executable
+	// with "supervise".
+	SupervisorCommand []string
+	// SupervisorEnv is added to the supervisor's environment.
+	SupervisorEnv []string
+	// StateDir holds one directory per task: the supervisor's spec, its
+	// log, the stop request and the exit status. Required.
+	StateDir string
+	// DefaultUser runs tasks that name no user; "nobody" when empty.
+	DefaultUser string
+	// AllowRoot lets tasks that ask for root run as root. Without it they
+	// fail to start.
+	AllowRoot bool
+	// CgroupParent is the group below which every task gets its own;
+	// "caravan" when empty.
+	CgroupParent string
+	// Cgroups manages the node's cgroups; nil detects the host's.
+	Cgroups *cgroup.Manager
+	// Logger receives the driver's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Driver is the exec driver. It is safe for concurrent use.
+type Driver struct {
+	cfg     Config
+	cgroups *cgroup.Manager
+	cgErr   error
+	logger  *slog.Logger
+
+	// stop is closed by Close and ends the watchers.
+	stop      chan struct{}
+	closeOnce sync.Once
+	watchers  sync.WaitGroup
+
+	mu    sync.Mutex
+	tasks map[string]*task
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// task is one task the driver started or recovered.
+type task struct {
+	id    string
+	st    handleState
+	watch *pidWatch   // nil when the supervisor was gone at Recover
+	proc  *os.Process // the supervisor, when this process started it
+	// done is closed once result is set.
+	done   chan struct{}
+	result *driver.ExitResult
+}
+
+// handleState is the driver's part of a Handle: what Recover needs.
+type handleState struct {
+	SupervisorPid int `json:"supervisor_pid"`
+	// SupervisorStart is the supervisor's start time in clock ticks after
+	// boot (/proc/<pid>/stat): a pid reused by another process does not
+	// match it.
+	SupervisorStart uint64                `json:"supervisor_start"`
+	TaskPid         int                   `json:"task_pid"`
+	Dir             string                `json:"dir"`
+	StatusPath      string                `json:"status_path"`
+	StopPath        string                `json:"stop_path"`
+	Cgroup          supervisor.CgroupSpec `json:"cgroup"`
+	LogDir          string                `json:"log_dir"`
+}
+
+// New returns an exec driver. A host without usable cgroups gives a driver
+// that reports itself unhealthy and refuses to start tasks.
+func New(cfg Config) (*Driver, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("exec driver: no state dir")
+	}
+	if cfg.DefaultUser == "" {
+		cfg.DefaultUser = "nobody"
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "caravan"
+	}
+	if err := cgroup.ValidateName(cfg.CgroupParent); err != nil {
+		return nil, fmt.Errorf("exec driver: cgroup parent: %w", err)
+	}
+	if len(cfg.SupervisorCommand) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("exec driver: find own executable: %w", err)
+		}
+		cfg.SupervisorCommand = []string{self, "supervise"}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("exec driver: %w", err)
+	}
+	d := &Driver{
+		cfg:     cfg,
+		cgroups: cfg.Cgroups,
+		logger:  cfg.Logger.With("component", "driver/exec"),
+		stop:    make(chan struct{}),
+		tasks:   make(map[string]*task),
+	}
+	if d.cgroups == nil {
+		d.cgroups, d.cgErr = cgroup.NewManager(0, "")
+	}
+	return d, nil
+}
+
+// Name returns "exec".
+func (d *Driver) Name() string { return Name }
+
+// Fingerprint reports the driver detected on Linux, and healthy when the
+// agent runs as root on a host with usable cgroups.
+func (d *Driver) Fingerprint(ctx context.Context) caravan.DriverInfo {
+	info := caravan.DriverInfo{Detected: runtime.GOOS == "linux"}
+	switch {
+	case !info.Detected:
+		info.HealthDescription = "the exec driver needs Linux"
+	case d.cgErr != nil:
+		info.HealthDescription = "no usable cgroups: " + d.cgErr.Error()
+	case os.Geteuid() != 0:
+		info.HealthDescription = "the exec driver needs root"
+	default:
+		if _, err := os.Stat(d.cfg.SupervisorCommand[0]); err != nil {
+			info.HealthDescription = "supervisor program: " + err.Error()
+			break
+		}
+		info.Healthy = true
+		info.HealthDescription = "healthy"
+		info.Attributes = map[string]string{
+			"driver.exec.cgroup_version": d.cgroups.Version().String(),
+		}
+	}
+	return info
+}
+
+// Start starts the task under a new supervisor and returns when the task
+// runs. Errors are driver failures: an unknown user, root refused, a
+// missing program or interpreter, a cgroup that cannot be made.
+func (d *Driver) Start(ctx context.Context, cfg *driver.TaskConfig) (*driver.Handle, error) {
+	if cfg == nil || cfg.Task == nil || cfg.ID == "" {
+		return nil, fmt.Errorf("no task: %w", ErrInvalidTask)
+	}
+	if d.cgErr != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.ID, d.cgErr)
+	}
+	if !d.reserve(cfg.ID) {
+		return nil, fmt.Errorf("start %s: the task runs already: %w", cfg.ID, ErrInvalidTask)
+	}
+	t, err := d.start(ctx, cfg)
+	d.mu.Lock()
+	if err != nil {
+		delete(d.tasks, cfg.ID)
+	} else {
+		d.tasks[cfg.ID] = t
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.ID, err)
+	}
+	d.watchTask(t)
+	state, err := json.Marshal(t.st)
+	if err != nil {
+		return nil, err
+	}
+	return &driver.Handle{Driver: Name, TaskID: cfg.ID, StartedAt: time.Now(), State: state}, nil
+}
+
+// reserve claims id for a Start; false means it is taken.
+func (d *Driver) reserve(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.tasks[id]; ok {
+		return false
+	}
+	d.tasks[id] = nil
+	return true
+}
+
+func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, error) {
+	u, err := d.resolveUser(cfg)
+	if err != nil {
+		return nil, err
+	}
+	workDir, err := prepareDirs(cfg, u)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := buildCommand(cfg, u, workDir)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := d.spec(cfg, u, cmd, workDir)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(spec.StatusPath)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("clear state dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	group, err := d.cgroups.Create(spec.Cgroup.Name, cgroup.Limits{
+		MemoryBytes: int64(cfg.Memory) << 20,
+		CPUShares:   uint64(max(0, cfg.CPU)),
+		Cpus:        cfg.Cores,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	t, err := d.launch(ctx, cfg.ID, spec)
+	if err != nil {
+		d.cleanup(group, dir)
+		return nil, err
+	}
+	return t, nil
+}
+
+// spec builds the supervisor's spec; its paths live in the task's state
+// directory.
+func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir string) (*supervisor.Spec, error) {
+	key := cgroup.Segment(strings.ReplaceAll(cfg.ID, "/", "."))
+	dir := filepath.Join(d.cfg.StateDir, key)
+	logDir := cfg.Logs.Dir
+	if logDir == "" {
+		if cfg.AllocDir == "" {
+			return nil, fmt.Errorf("no log dir: %w", ErrInvalidTask)
+		}
+		logDir = filepath.Join(cfg.AllocDir, "alloc", "logs")
+	}
+	outputPath := func(p string) string {
+		if p != "" && !filepath.IsAbs(p) {
+			return filepath.Join(workDir, p)
+		}
+		return p
+	}
+	timeLimit, killTimeout := cfg.TimeLimit, cfg.KillTimeout
+	if timeLimit <= 0 {
+		timeLimit = cfg.Task.TimeLimit.D()
+	}
+	if killTimeout <= 0 {
+		killTimeout = cfg.Task.KillTimeout.D()
+	}
+	env := make([]string, 0, len(cfg.Env))
+	for k, v := range cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	return &supervisor.Spec{
+		TaskID: cfg.ID,
+		Path:   cmd.path,
+		Args:   cmd.args,
+		Env:    env,
+		Dir:    workDir,
+		UID:    u.uid,
+		GID:    u.gid,
+		Cgroup: supervisor.CgroupSpec{
+			Version: int(d.cgroups.Version()),
+			Root:    d.cgroups.Root(),
+			Name:    d.cfg.CgroupParent + "/" + key,
+		},
+		Logs: supervisor.LogSpec{
+			Dir:         logDir,
+			Name:        cfg.Task.Name,
+			MaxFileSize: cfg.Logs.MaxFileSize,
+			MaxFiles:    cfg.Logs.MaxFiles,
+			StdoutPath:  outputPath(cfg.Logs.StdoutPath),
+			StderrPath:  outputPath(cfg.Logs.StderrPath),
+		},
+		TimeLimit:   caravan.Duration(max(0, timeLimit)),
+		KillTimeout: caravan.Duration(max(0, killTimeout)),
+		StatusPath:  filepath.Join(dir, "status.json"),
+		StopPath:    filepath.Join(dir, "stop.json"),
+	}, nil
+}
+
+// launch writes the spec, starts the supervisor and waits for its
+// handshake.
+func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (*task, error) {
+	dir := filepath.Dir(spec.StatusPath)
+	specPath := filepath.Join(dir, "spec.json")
+	if err := supervisor.WriteSpec(specPath, spec); err != nil {
+		return nil, fmt.Errorf("write supervisor spec: %w", err)
+	}
+	logPath := filepath.Join(dir, "supervisor.log")
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open supervisor log: %w", err)
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("handshake pipe: %w", err)
+	}
+	defer pr.Close()
+	sup := d.cfg.SupervisorCommand
+	c := osexec.Command(sup[0], append(slices.Clone(sup[1:]), "--handshake-fd", "3", specPath)...)
+	c.Dir = "/"
+	c.Env = append([]string{"GOMAXPROCS=1", "GOGC=25"}, d.cfg.SupervisorEnv...)
+	c.Stdout, c.Stderr = logf, logf
+	c.ExtraFiles = []*os.File{pw}
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = c.Start()
+	pw.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start supervisor: %w", err)
+	}
+	proc := c.Process
+	started, err := readHandshake(ctx, pr, proc)
+	if err != nil || started.Error != "" {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		if err == nil {
+			return nil, errors.New(started.Error)
+		}
+		return nil, fmt.Errorf("supervisor: %w%s", err, logTail(logPath))
+	}
+	st, err := readProcStat(proc.Pid)
+	if err != nil {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		return nil, fmt.Errorf("supervisor start time: %w", err)
+	}
+	watch, err := openWatch(proc.Pid, st.start)
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		return nil, err
+	}
+	// A watch of a supervisor that is done already returns at once.
+	if watch == nil {
+		watch = &pidWatch{pid: proc.Pid, start: st.start}
+	}
+	return &task{
+		id: id,
+		st: handleState{
+			SupervisorPid:   proc.Pid,
+			SupervisorStart: st.start,
+			TaskPid:         started.Pid,
+			Dir:             dir,
+			StatusPath:      spec.StatusPath,
+			StopPath:        spec.StopPath,
+			Cgroup:          spec.Cgroup,
+			LogDir:          spec.Logs.Dir,
+		},
+		watch: watch,
+		proc:  proc,
+		done:  make(chan struct{}),
+	}, nil
+}
+
+// readHandshake reads the supervisor's Started line, killing the
+// supervisor when ctx ends or it takes too long.
+func readHandshake(ctx context.Context, r io.Reader, proc *os.Process) (*supervisor.Started, error) {
+	type result struct {
+		s   *supervisor.Started
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := supervisor.ReadHandshake(r)
+		ch <- result{s, err}
+	}()
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		return res.s, res.err
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	// Killing the supervisor closes the pipe and ends the reader.
+	_ = proc.Kill()
+	<-ch
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("no handshake within %v", startTimeout)
+}
+
+// logTail returns the end of the supervisor's log, for error messages.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 512 {
+		b = b[len(b)-512:]
+	}
+	return " (supervisor log: " + strings.TrimSpace(string(b)) + ")"
+}
+
+// cleanup kills and deletes a task's cgroup and removes its state
+// directory.
+func (d *Driver) cleanup(g *cgroup.Group, dir string) {
+	if g != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := g.Kill(ctx); err != nil {
+			d.logger.Warn("kill cgroup", "cgroup", g.Name(), "error", err)
+		}
+		if err := g.Delete(); err != nil {
+			d.logger.Warn("delete cgroup", "cgroup", g.Name(), "error", err)
+		}
+	}
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			d.logger.Warn("remove task state", "dir", dir, "error", err)
+		}
+	}
+}
