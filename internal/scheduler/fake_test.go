@@ -146,11 +146,14 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // seqIDs returns an id maker that counts: id-001, id-002, ...
-func seqIDs() func() string {
+func seqIDs() func() string { return prefixedIDs("id") }
+
+// prefixedIDs returns an id maker that counts: prefix-001, prefix-002, ...
+func prefixedIDs(prefix string) func() string {
 	n := 0
 	return func() string {
 		n++
-		return fmt.Sprintf("id-%03d", n)
+		return fmt.Sprintf("%s-%03d", prefix, n)
 	}
 }
 
