@@ -28,7 +28,7 @@ type groupPlacer struct {
 	// antiAffinity penalises nodes by collisions: allocations of the same
 	// job and group on them (kept ones and this plan's).
 	antiAffinity bool
-	collisions   map[string]int
+	collisions   nodeMap[int]
 
 	primary   *spreadState // chooses the candidates' attribute value
 	secondary []*spreadState
@@ -93,10 +93,8 @@ func (c *evalCtx) newGroupPlacer(tg *caravan.TaskGroup, out *groupOutcome, kept 
 }
 
 func (g *groupPlacer) addCollision(nodeID string) {
-	if g.collisions == nil {
-		g.collisions = map[string]int{}
-	}
-	g.collisions[nodeID]++
+	k, _ := g.collisions.get(nodeID)
+	g.collisions.set(nodeID, k+1)
 }
 
 // placeAll places the group's allocations in order. After the first one
@@ -357,8 +355,8 @@ func (g *groupPlacer) score(n *caravan.Node, u *caravan.NodeUsage, cpu int) floa
 	if g.algo == caravan.AlgorithmSpread {
 		s = 1 - full
 	}
-	if g.collisions != nil {
-		if k := g.collisions[n.ID]; k > 0 {
+	if !g.collisions.empty() {
+		if k, _ := g.collisions.get(n.ID); k > 0 {
 			s -= float64(k+1) / float64(g.count)
 		}
 	}

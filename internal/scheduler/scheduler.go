@@ -110,7 +110,7 @@ type evalCtx struct {
 	algo  string
 	plan  *caravan.Plan
 	// loads holds the usage of the nodes this plan changed.
-	loads    map[string]caravan.NodeUsage
+	loads    nodeMap[caravan.NodeUsage]
 	compiler compiler
 	// inPlaceCache remembers which old versions update in place.
 	inPlaceCache map[inPlaceKey]bool
@@ -224,7 +224,7 @@ func (c *evalCtx) stopAll(allocs []*caravan.Allocation) {
 // usage returns what the node holds: the state's usage plus this plan's
 // changes.
 func (c *evalCtx) usage(nodeID string) (caravan.NodeUsage, error) {
-	if u, ok := c.loads[nodeID]; ok {
+	if u, ok := c.loads.get(nodeID); ok {
 		return u, nil
 	}
 	u, err := c.state.NodeUsage(nodeID)
@@ -238,10 +238,7 @@ func (c *evalCtx) usage(nodeID string) (caravan.NodeUsage, error) {
 }
 
 func (c *evalCtx) setUsage(nodeID string, u caravan.NodeUsage) {
-	if c.loads == nil {
-		c.loads = map[string]caravan.NodeUsage{}
-	}
-	c.loads[nodeID] = u
+	c.loads.set(nodeID, u)
 }
 
 // node returns the node an allocation is on, or nil when it is gone.
