@@ -284,3 +284,35 @@ func mustWrite(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+func FuzzParseCPUList(f *testing.F) {
+	f.Add("0-2,5")
+	f.Add("1,3\n")
+	f.Add("-")
+	f.Fuzz(func(t *testing.T, s string) {
+		cpus, err := ParseCPUList(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseCPUList(FormatCPUList(cpus))
+		if err != nil || len(again) > len(cpus) {
+			t.Errorf("%q: round trip %v -> %v, %v", s, cpus, again, err)
+		}
+	})
+}
+
+func FuzzParseProcCgroup(f *testing.F) {
+	f.Add("4:memory:/a\n0::/\n")
+	f.Add("::\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := parseProcCgroup(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, p := range m {
+			if !strings.HasPrefix(p, "/") {
+				t.Errorf("%q: path %q", s, p)
+			}
+		}
+	})
+}
