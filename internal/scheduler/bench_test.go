@@ -190,3 +190,28 @@ func BenchmarkComputeOneAlloc(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSystemNodeJoin is the evaluation a system job gets when one node
+// joins a cluster where every other node already runs it: the whole job is
+// reconciled, one allocation placed.
+func BenchmarkSystemNodeJoin(b *testing.B) {
+	for _, nodes := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			s := benchCluster(nodes)
+			j := testJob("logs", caravan.JobTypeSystem, 1)
+			s.addJob(j)
+			for i, n := range s.nodes[1:] {
+				s.addAlloc(testAlloc(fmt.Sprintf("a%05d", i), j, n.ID, 0))
+			}
+			eval := testEval(j, caravan.TriggerNodeUpdate)
+			eval.NodeID = s.nodes[0].ID
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := Compute(s, eval, Options{})
+				if err != nil || res.Placed != 1 {
+					b.Fatalf("placed %v: %v", res, err)
+				}
+			}
+		})
+	}
+}

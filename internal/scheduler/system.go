@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/caravan-sched/caravan"
 )
 
@@ -44,8 +47,6 @@ type systemGroup struct {
 	tg   *caravan.TaskGroup
 	out  *groupOutcome
 	feas *feasibility
-	// byPos holds the group's allocations per node position.
-	byPos map[int][]*caravan.Allocation
 	// destructive are live allocations of an older spec, with their node.
 	destructive []systemAlloc
 	inFlight    int
@@ -59,34 +60,49 @@ type systemAlloc struct {
 func (s *systemGroup) reconcile(allocs []*caravan.Allocation) error {
 	c := s.c
 	s.feas = newFeasibility(&c.compiler, c.job, s.tg)
-	s.byPos = map[int][]*caravan.Allocation{}
-	for _, a := range allocs {
-		pos := c.nodePos(a.NodeID)
-		if pos < 0 {
-			if !a.Terminal() {
-				if _, err := c.stop(a, caravan.AllocDesiredStop, descNodeGone); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		s.byPos[pos] = append(s.byPos[pos], a)
-	}
+	// Both lists are sorted by node id: walk them side by side.
+	byNode := slices.Clone(allocs)
+	slices.SortStableFunc(byNode, func(a, b *caravan.Allocation) int { return strings.Compare(a.NodeID, b.NodeID) })
+	j := 0
 	for pos, n := range c.nodes {
-		if err := s.node(pos, n); err != nil {
+		for ; j < len(byNode) && byNode[j].NodeID < n.ID; j++ {
+			if err := s.gone(byNode[j]); err != nil {
+				return err
+			}
+		}
+		k := j
+		for k < len(byNode) && byNode[k].NodeID == n.ID {
+			k++
+		}
+		if err := s.node(pos, n, byNode[j:k]); err != nil {
+			return err
+		}
+		j = k
+	}
+	for ; j < len(byNode); j++ {
+		if err := s.gone(byNode[j]); err != nil {
 			return err
 		}
 	}
 	return s.rollingUpdate()
 }
 
+// gone stops an allocation whose node left the cluster.
+func (s *systemGroup) gone(a *caravan.Allocation) error {
+	if a.Terminal() {
+		return nil
+	}
+	_, err := s.c.stop(a, caravan.AllocDesiredStop, descNodeGone)
+	return err
+}
+
 // node reconciles the group on one node.
-func (s *systemGroup) node(pos int, n *caravan.Node) error {
+func (s *systemGroup) node(pos int, n *caravan.Node, allocs []*caravan.Allocation) error {
 	c := s.c
 	feasible, _ := s.feas.check(n)
 	var live []*caravan.Allocation
 	done := false
-	for _, a := range s.byPos[pos] {
+	for _, a := range allocs {
 		switch {
 		case !a.Terminal():
 			live = append(live, a)
