@@ -134,7 +134,7 @@ func (r *groupReconciler) run(allocs []*caravan.Allocation) error {
 	}
 	for i := range r.count {
 		if !r.occupied[i] {
-			r.out.places = append(r.out.places, &placement{index: i, nodePos: -1})
+			r.out.places = append(r.out.places, &placement{index: i})
 		}
 	}
 	slices.SortStableFunc(r.out.places, func(a, b *placement) int { return cmp.Compare(a.index, b.index) })
@@ -183,7 +183,7 @@ func (r *groupReconciler) replaceLost(a *caravan.Allocation, desc string) error 
 	if err != nil {
 		return err
 	}
-	r.out.places = append(r.out.places, &placement{index: a.Index, prev: a, prevStop: cp, carryTracker: true, nodePos: -1})
+	r.out.places = append(r.out.places, &placement{index: a.Index, prev: a, prevStop: cp, carryTracker: true})
 	return nil
 }
 
@@ -191,7 +191,7 @@ func (r *groupReconciler) replaceLost(a *caravan.Allocation, desc string) error 
 // placed first and the old one evicted with it. Past the drain's deadline
 // the old one is evicted regardless.
 func (r *groupReconciler) migrate(a *caravan.Allocation, n *caravan.Node) error {
-	p := &placement{index: a.Index, prev: a, carryTracker: true, nodePos: -1}
+	p := &placement{index: a.Index, prev: a, carryTracker: true}
 	d := n.Drain
 	if d.Deadline < 0 || (!d.ForceDeadline.IsZero() && !r.c.opts.Now.Before(d.ForceDeadline)) {
 		cp, err := r.c.stop(a, caravan.AllocDesiredEvict, descDraining)
@@ -222,7 +222,7 @@ func (r *groupReconciler) rollingUpdate() error {
 		if err != nil {
 			return err
 		}
-		r.out.places = append(r.out.places, &placement{index: a.Index, prev: a, prevStop: cp, nodePos: -1})
+		r.out.places = append(r.out.places, &placement{index: a.Index, prev: a, prevStop: cp})
 	}
 	return nil
 }
@@ -246,7 +246,7 @@ func (r *groupReconciler) terminal(a *caravan.Allocation) {
 	switch {
 	case a.ClientStatus == caravan.AllocClientLost:
 		r.occupied[i] = true
-		r.out.places = append(r.out.places, &placement{index: i, prev: a, link: true, carryTracker: true, nodePos: -1})
+		r.out.places = append(r.out.places, &placement{index: i, prev: a, link: true, carryTracker: true})
 	case batch && a.ClientStatus == caravan.AllocClientComplete:
 		r.occupied[i] = true
 	case a.ServerTerminal():
@@ -269,7 +269,7 @@ func (r *groupReconciler) reschedule(a *caravan.Allocation) {
 	switch d.kind {
 	case rescheduleNow:
 		r.out.places = append(r.out.places, &placement{
-			index: a.Index, prev: a, link: true, carryTracker: true, nodePos: -1,
+			index: a.Index, prev: a, link: true, carryTracker: true,
 			event: &caravan.RescheduleEvent{Time: c.opts.Now, PrevAllocID: a.ID, PrevNodeID: a.NodeID, Delay: caravan.Duration(d.delay)},
 		})
 	case rescheduleLater:

@@ -45,7 +45,8 @@ type placement struct {
 	event *caravan.RescheduleEvent
 	// carryTracker copies prev's reschedule tracker to the new allocation.
 	carryTracker bool
-	// nodePos fixes the node (system jobs); -1 lets placement choose.
+	// nodePos is the node a system job's placement goes to (the position
+	// in the node list); service and batch placements choose their own.
 	nodePos int
 	// alloc is the new allocation, nil until placed.
 	alloc *caravan.Allocation

@@ -240,15 +240,3 @@ func (c *evalCtx) usage(nodeID string) (caravan.NodeUsage, error) {
 func (c *evalCtx) setUsage(nodeID string, u caravan.NodeUsage) {
 	c.loads.set(nodeID, u)
 }
-
-// node returns the node an allocation is on, or nil when it is gone.
-func (c *evalCtx) node(id string) (*caravan.Node, error) {
-	n, err := c.state.Node(id)
-	if errors.Is(err, caravan.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read node %s: %w", id, err)
-	}
-	return n, nil
-}
