@@ -99,10 +99,18 @@ func TestBadInputNeverPanics(t *testing.T) {
 	}{
 		{"unknown job type", odd(func(j *caravan.Job, _ *fakeState) { j.Type = "sysbatch" }), caravan.EvalStatusFailed},
 		{"unknown algorithm", odd(func(j *caravan.Job, _ *fakeState) { j.Algorithm = "magic" }), caravan.EvalStatusFailed},
-		{"nil group and task", odd(func(j *caravan.Job, _ *fakeState) {
-			j.TaskGroups = append(j.TaskGroups, nil)
-			j.TaskGroups[0].Tasks = append(j.TaskGroups[0].Tasks, nil)
+		{"nil group and task", odd(func(j *caravan.Job, s *fakeState) {
+			j.TaskGroups = append([]*caravan.TaskGroup{nil}, j.TaskGroups...)
+			gone := testAlloc("g", j, "n1", 0)
+			gone.TaskGroup = "removed"
+			s.addAlloc(gone)
+			j.TaskGroups[1].Tasks = append(j.TaskGroups[1].Tasks, nil)
 		}), caravan.EvalStatusComplete},
+		{"two groups of one name", odd(func(j *caravan.Job, _ *fakeState) {
+			dup := *j.TaskGroups[0]
+			j.TaskGroups = append(j.TaskGroups, &dup)
+		}), caravan.EvalStatusComplete},
+		{"huge count", odd(func(j *caravan.Job, _ *fakeState) { j.TaskGroups[0].Count = ptr(1 << 50) }), caravan.EvalStatusFailed},
 		{"negative count", odd(func(j *caravan.Job, _ *fakeState) { j.TaskGroups[0].Count = ptr(-3) }), caravan.EvalStatusComplete},
 		{"negative resources", odd(func(j *caravan.Job, _ *fakeState) {
 			j.TaskGroups[0].Tasks[0].Resources = caravan.Resources{CPU: -5, Cores: -2, Memory: -1}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -19,15 +20,18 @@ type groupWork struct {
 // reconciled first (so every stop frees its node before any placement),
 // then placed.
 func (c *evalCtx) reconcileGeneric(allocs []*caravan.Allocation) error {
+	for _, tg := range c.job.TaskGroups {
+		if tg != nil && tg.GroupCount() > caravan.MaxGroupCount {
+			c.failedDesc = fmt.Sprintf("task group %q: count %d is over the limit of %d", tg.Name, tg.GroupCount(), caravan.MaxGroupCount)
+			return nil
+		}
+	}
 	sorted := sortedAllocs(allocs)
 	if err := c.stopRemovedGroups(sorted); err != nil {
 		return err
 	}
 	var work []groupWork
-	for _, tg := range c.job.TaskGroups {
-		if tg == nil {
-			continue
-		}
+	for _, tg := range c.groupsToPlace() {
 		w := groupWork{tg: tg, out: &groupOutcome{name: tg.Name}}
 		r := groupReconciler{c: c, tg: tg, out: w.out}
 		if err := r.run(groupAllocs(sorted, tg.Name)); err != nil {
@@ -46,11 +50,33 @@ func (c *evalCtx) reconcileGeneric(allocs []*caravan.Allocation) error {
 	return nil
 }
 
+// groupsToPlace returns the job's task groups, without nil ones and
+// without a second group of the same name (the first one wins).
+func (c *evalCtx) groupsToPlace() []*caravan.TaskGroup {
+	out := make([]*caravan.TaskGroup, 0, len(c.job.TaskGroups))
+	for _, tg := range c.job.TaskGroups {
+		if tg != nil && lookupGroup(c.job, tg.Name) == tg {
+			out = append(out, tg)
+		}
+	}
+	return out
+}
+
+// lookupGroup is Job.LookupTaskGroup, safe for nil groups.
+func lookupGroup(j *caravan.Job, name string) *caravan.TaskGroup {
+	for _, tg := range j.TaskGroups {
+		if tg != nil && tg.Name == name {
+			return tg
+		}
+	}
+	return nil
+}
+
 // stopRemovedGroups stops the live allocations of groups the job no longer
 // has.
 func (c *evalCtx) stopRemovedGroups(sorted []*caravan.Allocation) error {
 	for _, a := range sorted {
-		if !a.Terminal() && c.job.LookupTaskGroup(a.TaskGroup) == nil {
+		if !a.Terminal() && lookupGroup(c.job, a.TaskGroup) == nil {
 			if _, err := c.stop(a, caravan.AllocDesiredStop, descGroupRemoved); err != nil {
 				return err
 			}

@@ -47,7 +47,7 @@ func (g *groupPlacer) initSpreads(kept []*caravan.Allocation) {
 		if w <= 0 {
 			w = defaultSpreadWeight
 		}
-		all = append(all, &spreadState{target: parseTarget(s.Attribute), weight: w, counts: map[string]int{}})
+		all = append(all, &spreadState{target: parseTarget(s.Attribute), weight: w})
 	}
 	heaviest := 0
 	for i, sp := range all {
@@ -78,6 +78,9 @@ func (g *groupPlacer) countSpreads(n *caravan.Node) {
 func (sp *spreadState) add(n *caravan.Node) {
 	sp.total++
 	if v, ok := sp.target.resolve(n); ok {
+		if sp.counts == nil {
+			sp.counts = map[string]int{}
+		}
 		sp.counts[v]++
 	}
 }

@@ -22,10 +22,7 @@ func (c *evalCtx) reconcileSystem(allocs []*caravan.Allocation) error {
 		return err
 	}
 	var work []*systemGroup
-	for _, tg := range c.job.TaskGroups {
-		if tg == nil {
-			continue
-		}
+	for _, tg := range c.groupsToPlace() {
 		s := &systemGroup{c: c, tg: tg, out: &groupOutcome{name: tg.Name}}
 		if err := s.reconcile(groupAllocs(sorted, tg.Name)); err != nil {
 			return err

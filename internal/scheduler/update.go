@@ -38,7 +38,7 @@ func (c *evalCtx) inPlace(a *caravan.Allocation, tg *caravan.TaskGroup) bool {
 }
 
 func groupSpecEqual(old, cur *caravan.Job, tg *caravan.TaskGroup) bool {
-	otg := old.LookupTaskGroup(tg.Name)
+	otg := lookupGroup(old, tg.Name)
 	if otg == nil {
 		return false
 	}
