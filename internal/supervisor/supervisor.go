@@ -83,7 +83,6 @@ func Run(ctx context.Context, specPath string, handshake io.WriteCloser, logger 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(25)
 	}
-	_ = os.Chdir("/") // pin no directory of the agent's
 	s := &supervisor{logger: logger, handshake: handshake}
 	defer s.closeHandshake()
 	spec, err := ReadSpec(specPath)
@@ -91,6 +90,7 @@ func Run(ctx context.Context, specPath string, handshake io.WriteCloser, logger 
 		s.answer(Started{Error: err.Error()})
 		return err
 	}
+	_ = os.Chdir("/") // keep no directory of the agent's busy
 	s.spec = spec
 	s.logger = logger.With("task", spec.TaskID)
 	return s.run(ctx)

@@ -23,7 +23,7 @@ const testCgroupParent = "caravan-test-exec"
 
 // harness runs tasks for one test in a directory every user may enter.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	base     string
 	stateDir string
 	// supervisor overrides the supervisor command (the real binary).
@@ -34,7 +34,7 @@ type harness struct {
 	current atomic.Pointer[Driver]
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	testenv.RequireCgroups(t)
 	base, err := os.MkdirTemp("", "caravan-exec-test-")
