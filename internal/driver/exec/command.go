@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/caravan-sched/caravan/internal/driver"
 )
@@ -117,13 +118,7 @@ func buildCommand(cfg *driver.TaskConfig, u taskUser, workDir string) (command, 
 func writeScript(cfg *driver.TaskConfig, u taskUser) (command, error) {
 	script := cfg.Task.Config.Script
 	path := filepath.Join(cfg.TaskDir, "local", scriptName)
-	if err := os.WriteFile(path, []byte(script), 0o750); err != nil {
-		return command{}, fmt.Errorf("write script: %w", err)
-	}
-	if err := os.Chmod(path, 0o750); err != nil {
-		return command{}, fmt.Errorf("write script: %w", err)
-	}
-	if err := os.Chown(path, int(u.uid), int(u.gid)); err != nil {
+	if err := writeUserFile(path, []byte(script), 0o750, u); err != nil {
 		return command{}, fmt.Errorf("write script: %w", err)
 	}
 	args := append([]string{path}, cfg.Task.Config.Args...)
@@ -140,6 +135,30 @@ func writeScript(cfg *driver.TaskConfig, u taskUser) (command, error) {
 		return command{}, fmt.Errorf("script interpreter: %w", err)
 	}
 	return command{path: path, args: args}, nil
+}
+
+// writeUserFile writes a new file owned by u into a directory u may write
+// to. Whatever is at path (a symlink a previous run left, say) is removed
+// first and never followed: the driver runs as root.
+func writeUserFile(path string, data []byte, mode os.FileMode, u taskUser) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Chown(int(u.uid), int(u.gid))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // shellWords are shell keywords and builtins: a command line that starts
@@ -273,7 +292,16 @@ func prepareDirs(cfg *driver.TaskConfig, u taskUser) (string, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("prepare task dir: %w", err)
 		}
-		if err := os.Chown(dir, int(u.uid), int(u.gid)); err != nil {
+		// A task may have replaced its directories with symlinks on an
+		// earlier run: never follow one as root.
+		info, err := os.Lstat(dir)
+		if err != nil {
+			return "", fmt.Errorf("prepare task dir: %w", err)
+		}
+		if !info.IsDir() {
+			return "", fmt.Errorf("prepare task dir: %s is not a directory: %w", dir, ErrInvalidTask)
+		}
+		if err := os.Lchown(dir, int(u.uid), int(u.gid)); err != nil {
 			return "", fmt.Errorf("prepare task dir: %w", err)
 		}
 	}

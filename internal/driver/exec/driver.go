@@ -234,6 +234,9 @@ func (d *Driver) reserve(id string) bool {
 }
 
 func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, error) {
+	if name := cfg.Task.Name; name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return nil, fmt.Errorf("task name %q: %w", name, ErrInvalidTask)
+	}
 	u, err := d.resolveUser(cfg)
 	if err != nil {
 		return nil, err
@@ -279,12 +282,11 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, erro
 func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir string) (*supervisor.Spec, error) {
 	key := cgroup.Segment(strings.ReplaceAll(cfg.ID, "/", "."))
 	dir := filepath.Join(d.cfg.StateDir, key)
+	// The supervisor writes the logs as root: their directory must be the
+	// agent's, never one the task can write to.
 	logDir := cfg.Logs.Dir
-	if logDir == "" {
-		if cfg.AllocDir == "" {
-			return nil, fmt.Errorf("no log dir: %w", ErrInvalidTask)
-		}
-		logDir = filepath.Join(cfg.AllocDir, "alloc", "logs")
+	if logDir == "" || !filepath.IsAbs(logDir) {
+		return nil, fmt.Errorf("log dir %q: not an absolute path: %w", logDir, ErrInvalidTask)
 	}
 	outputPath := func(p string) string {
 		if p != "" && !filepath.IsAbs(p) {

@@ -276,3 +276,133 @@ func readFile(t *testing.T, path string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+func TestStartFollowsNoSymlink(t *testing.T) {
+	h := newHarness(t)
+	d := h.newDriver()
+	target := filepath.Join(h.base, "precious")
+	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A symlink where the script goes is replaced, not followed.
+	cfg := h.taskConfig(&caravan.Task{Config: caravan.TaskConfig{Script: "echo ran"}})
+	if err := os.MkdirAll(filepath.Join(cfg.TaskDir, "local"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(cfg.TaskDir, "local", scriptName)); err != nil {
+		t.Fatal(err)
+	}
+	h.start(d, cfg)
+	if res := h.wait(d, cfg.ID); !res.Successful() {
+		t.Errorf("result = %+v", res)
+	}
+	if got := readFile(t, target); got != "keep" {
+		t.Errorf("the symlink's target was written: %q", got)
+	}
+
+	// A task directory replaced by a symlink is refused.
+	cfg = h.taskConfig(&caravan.Task{Config: caravan.TaskConfig{Command: "/bin/true"}})
+	if err := os.MkdirAll(cfg.TaskDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(h.base, filepath.Join(cfg.TaskDir, "local")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Start(context.Background(), cfg); !errors.Is(err, ErrInvalidTask) {
+		t.Errorf("Start with a symlinked local/ = %v", err)
+	}
+	if info, err := os.Stat(h.base); err != nil || info.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("the symlink's target changed owner")
+	}
+}
+
+func TestStartRefusesBadConfig(t *testing.T) {
+	h := newHarness(t)
+	d := h.newDriver()
+	tests := []struct {
+		name   string
+		change func(*driver.TaskConfig)
+	}{
+		{"task name with a slash", func(c *driver.TaskConfig) { c.Task.Name = "../x" }},
+		{"no log dir", func(c *driver.TaskConfig) { c.Logs.Dir = "" }},
+		{"relative task dir", func(c *driver.TaskConfig) { c.TaskDir = "rel" }},
+		{"no id", func(c *driver.TaskConfig) { c.ID = "" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := h.taskConfig(&caravan.Task{Config: caravan.TaskConfig{Command: "/bin/true"}})
+			tt.change(cfg)
+			if _, err := d.Start(context.Background(), cfg); !errors.Is(err, ErrInvalidTask) {
+				t.Errorf("Start = %v, want ErrInvalidTask", err)
+			}
+		})
+	}
+}
+
+// TestUnifiedHierarchy runs the driver on cgroup v2: the host's own on a v2
+// host, or a hybrid host's spare unified hierarchy (which has no
+// controllers, so the task gets no limits there).
+func TestUnifiedHierarchy(t *testing.T) {
+	h := newHarness(t)
+	root := filepath.Join(cgroup.DefaultRoot, "unified")
+	if v, _ := cgroup.Detect(cgroup.DefaultRoot); v == cgroup.V2 {
+		root = cgroup.DefaultRoot
+	} else if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		t.Skip("no unified hierarchy on this v1 host")
+	}
+	m, err := cgroup.NewManager(cgroup.V2, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(root, testCgroupParent)) })
+	h.cgroups = m
+	d := h.newDriver()
+	if got := d.Fingerprint(context.Background()).Attributes["driver.exec.cgroup_version"]; got != "v2" {
+		t.Errorf("fingerprint cgroup version = %q", got)
+	}
+
+	cfg := h.taskConfig(&caravan.Task{Config: caravan.TaskConfig{
+		Command: `(setsid sh -c 'echo $$ > local/daemon.pid; exec sleep 300' &); cat /proc/self/cgroup; exec sleep 300`,
+	}})
+	cfg.CPU, cfg.Memory = 0, 0
+	_, st := h.start(d, cfg)
+	daemon := readPidFile(t, filepath.Join(cfg.TaskDir, "local", "daemon.pid"))
+	waitFor(t, "output", func() bool { return readLog(t, cfg, "stdout") != "" })
+	if got := readLog(t, cfg, "stdout"); !strings.Contains(got, "0::/"+st.Cgroup.Name+"\n") {
+		t.Errorf("task's cgroups:\n%s\nwant 0::/%s", got, st.Cgroup.Name)
+	}
+	if err := d.Stop(context.Background(), cfg.ID, time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	if res := h.wait(d, cfg.ID); !res.Killed {
+		t.Errorf("result = %+v", res)
+	}
+	for _, pid := range []int{st.TaskPid, daemon} {
+		if alive(pid) {
+			t.Errorf("pid %d survived", pid)
+		}
+	}
+	if _, err := m.Load(st.Cgroup.Name); !errors.Is(err, cgroup.ErrNotFound) {
+		t.Errorf("cgroup left: %v", err)
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	h := newHarness(t)
+	d := h.newDriver()
+	info := d.Fingerprint(context.Background())
+	if !info.Detected || !info.Healthy {
+		t.Fatalf("fingerprint = %+v", info)
+	}
+	if v := info.Attributes["driver.exec.cgroup_version"]; v != d.cgroups.Version().String() {
+		t.Errorf("cgroup version attribute = %q", v)
+	}
+	broken, err := New(Config{StateDir: h.stateDir, SupervisorCommand: []string{"/nonexistent/caravan", "supervise"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := broken.Fingerprint(context.Background()); info.Healthy {
+		t.Errorf("a missing supervisor program is healthy: %+v", info)
+	}
+}

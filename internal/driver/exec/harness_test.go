@@ -29,6 +29,7 @@ type harness struct {
 	// supervisor overrides the supervisor command (the real binary).
 	supervisor []string
 	allowRoot  bool
+	cgroups    *cgroup.Manager
 	seq        atomic.Int64
 	// current is the driver Cleanup destroys tasks with.
 	current atomic.Pointer[Driver]
@@ -86,6 +87,7 @@ func (h *harness) newDriver() *Driver {
 		StateDir:          h.stateDir,
 		AllowRoot:         h.allowRoot,
 		CgroupParent:      testCgroupParent,
+		Cgroups:           h.cgroups,
 	})
 	if err != nil {
 		h.t.Fatal(err)
