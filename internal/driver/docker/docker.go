@@ -85,7 +85,10 @@ type Config struct {
 	// PortBindIP is the host address that published ports bind to; empty
 	// means every address.
 	PortBindIP string
-	Logger     *slog.Logger
+	// DefaultUser runs tasks whose configuration names no user, such as
+	// "65534:65534"; empty means the image's own user.
+	DefaultUser string
+	Logger      *slog.Logger
 }
 
 // Driver runs tasks as Docker containers. It is safe for concurrent use.
@@ -145,7 +148,7 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	d.stopLife()
 	for _, t := range tasks {
-		t.shutdown()
+		t.shutdown(nil)
 	}
 	if d.ownsClient {
 		return d.client.Close()
@@ -200,6 +203,9 @@ func (d *Driver) Wait(ctx context.Context, taskID string) (*driver.ExitResult, e
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-d.life.Done():
+		if t.finished() {
+			return t.exitResult(), nil
+		}
 		return nil, fmt.Errorf("wait for task %s: %w", taskID, errClosed)
 	}
 }
@@ -231,7 +237,7 @@ func (d *Driver) Destroy(ctx context.Context, taskID string) error {
 
 	ref := ""
 	if t != nil {
-		t.shutdown()
+		t.shutdown(&driver.ExitResult{Killed: true, Err: "destroyed before it exited", StartedAt: t.startedAt})
 		ref = t.containerID
 	} else if allocID, task, ok := strings.Cut(taskID, "/"); ok && allocID != "" && task != "" {
 		ref = containerName(task, allocID)

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +158,7 @@ func containerID(t testing.TB, h *driver.Handle) string {
 }
 
 func TestDriver(t *testing.T) {
+	t.Cleanup(func() { checkNoTaskGoroutines(t) }) // runs after every subtest's cleanup
 	e := newEnv(t)
 	t.Run("RunsTaskAndKeepsItsOutput", e.testRunsTask)
 	t.Run("ExitCodes", e.testExitCodes)
@@ -277,6 +280,7 @@ func (e *env) testLimits(t *testing.T) {
 	for _, m := range info.Mounts {
 		got.Mounts = append(got.Mounts, m.Source+":"+m.Destination)
 	}
+	slices.Sort(got.Mounts) // the Engine lists them in no fixed order
 	want := got
 	want.Name = "/caravan-limits-" + cfg.AllocID
 	want.Memory, want.Swap, want.CPUShares, want.Cpuset, want.WorkDir = 48<<20, 48<<20, 700, "0", "/tmp"
@@ -428,4 +432,20 @@ func waitForOutput(t *testing.T, cfg *driver.TaskConfig, want string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("stdout = %q, want it to start with %q", got, want)
+}
+
+// checkNoTaskGoroutines fails t when a goroutine of a task (monitor, log
+// follower, kill timer) outlives the closing of its Driver.
+func checkNoTaskGoroutines(t *testing.T) {
+	t.Helper()
+	var stacks string
+	for range 20 { // at most about 1 s, for goroutines on their way out
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "internal/driver/docker.(*task)") && !strings.Contains(stacks, "internal/driver/docker.follow") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("task goroutines outlive their driver:\n%s", stacks)
 }

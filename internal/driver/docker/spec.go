@@ -34,6 +34,13 @@ const (
 // minCPUShares is the Engine's floor for cpu shares.
 const minCPUShares = 2
 
+// The least output the Engine keeps per container, whatever the task's own
+// rotation: enough to resume copying after an agent restart.
+const (
+	minEngineLogSize  = 1 << 20
+	minEngineLogFiles = 2
+)
+
 // spec is what ContainerCreate needs for one task.
 type spec struct {
 	name   string
@@ -134,8 +141,8 @@ func buildSpec(cfg *driver.TaskConfig, logCfg logConfig, bindIP string) (*spec, 
 				// json-file can be read back from any point in time.
 				Type: "json-file",
 				Config: map[string]string{
-					"max-size": strconv.FormatInt(logCfg.MaxFileSize, 10),
-					"max-file": strconv.Itoa(logCfg.MaxFiles),
+					"max-size": strconv.FormatInt(max(logCfg.MaxFileSize, minEngineLogSize), 10),
+					"max-file": strconv.Itoa(max(logCfg.MaxFiles, minEngineLogFiles)),
 				},
 			},
 		},

@@ -39,6 +39,9 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*driver.Han
 	if err != nil {
 		return nil, err
 	}
+	if s.config.User == "" {
+		s.config.User = d.cfg.DefaultUser
+	}
 	release, err := d.reserve(cfg.ID)
 	if err != nil {
 		return nil, err
@@ -95,9 +98,9 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*driver.Han
 	return h, nil
 }
 
-// reserve marks the task as starting until release is called. It drops
-// what is left of an earlier run of the task (a restart in place), and
-// refuses a task that still runs or is being started.
+// reserve marks the task as being started or recovered until release is
+// called. It drops what is left of an earlier run of the task (a restart
+// in place), and refuses a task that still runs or is being started.
 func (d *Driver) reserve(id string) (release func(), err error) {
 	d.mu.Lock()
 	t := d.tasks[id]
@@ -114,7 +117,7 @@ func (d *Driver) reserve(id string) (release func(), err error) {
 	d.starting[id] = true
 	d.mu.Unlock()
 	if t != nil {
-		t.shutdown()
+		t.shutdown(nil) // finished already
 	}
 	return func() {
 		d.mu.Lock()
@@ -154,7 +157,7 @@ func (d *Driver) create(ctx context.Context, s *spec, allocID, task string) (str
 
 // removeQuietly removes a container that failed to start.
 func (d *Driver) removeQuietly(id string) {
-	ctx, cancel := context.WithTimeout(d.life, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if err := d.client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		d.log.Warn("remove container that failed to start", "container_id", shortID(id), "err", err)
@@ -229,6 +232,14 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 	if d.lookup(h.TaskID) != nil {
 		return nil
 	}
+	release, err := d.reserve(h.TaskID)
+	if err != nil {
+		if d.lookup(h.TaskID) != nil {
+			return nil // recovered concurrently
+		}
+		return fmt.Errorf("recover task %s: %w", h.TaskID, err)
+	}
+	defer release()
 	info, err := d.client.ContainerInspect(ctx, st.ContainerID)
 	if cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("recover task %s: container %s is gone: %w", h.TaskID, st.ContainerName, driver.ErrTaskNotFound)
@@ -239,15 +250,19 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 	if info.State == nil {
 		return fmt.Errorf("recover task %s: container %s has no state", h.TaskID, st.ContainerName)
 	}
+	startedAt := h.StartedAt
+	if startedAt.IsZero() {
+		// The time limit counts from the container's own start.
+		if startedAt, err = time.Parse(time.RFC3339Nano, info.State.StartedAt); err != nil {
+			startedAt = time.Now()
+		}
+	}
 	sk, err := openSink(st.Logs, st.TaskName, true, d.log)
 	if err != nil {
 		return fmt.Errorf("recover task %s: %w", h.TaskID, err)
 	}
-	if err := d.track(h.TaskID, st, h.StartedAt, sk); err != nil {
+	if err := d.track(h.TaskID, st, startedAt, sk); err != nil {
 		sk.close()
-		if errors.Is(err, caravan.ErrConflict) {
-			return nil // recovered concurrently
-		}
 		return fmt.Errorf("recover task %s: %w", h.TaskID, err)
 	}
 	d.log.Info("re-attached to container", "task_id", h.TaskID, "container", st.ContainerName, "running", info.State.Running)

@@ -100,16 +100,19 @@ func (t *task) goOwned(f func(ctx context.Context)) {
 	}()
 }
 
-// shutdown ends the task's goroutines and waits for them. A Wait that is
-// still blocked gets a result that says so.
-func (t *task) shutdown() {
+// shutdown ends the task's goroutines and waits for them. With res, a
+// Wait that is still blocked returns res; without, the task is left
+// unfinished (the Driver closes, the container goes on).
+func (t *task) shutdown(res *driver.ExitResult) {
 	t.mu.Lock()
 	t.closing = true
 	t.mu.Unlock()
 	t.cancel()
 	t.wg.Wait()
 	t.sink.close()
-	t.finish(&driver.ExitResult{Killed: true, Err: "the driver stopped watching the container", StartedAt: t.startedAt})
+	if res != nil {
+		t.finish(res)
+	}
 }
 
 // finish sets the result once.
@@ -313,7 +316,12 @@ func (t *task) collect(ctx context.Context, waitErr error) *driver.ExitResult {
 		res.StartedAt = ts
 	}
 	if ts, err := time.Parse(time.RFC3339Nano, st.FinishedAt); err == nil {
+		// The Engine stamps the start once runc reports it, which can be
+		// after a short process ended.
 		res.FinishedAt = ts
+		if ts.Before(res.StartedAt) {
+			res.FinishedAt = res.StartedAt
+		}
 	}
 	if st.Error != "" {
 		res.Err = st.Error
