@@ -165,3 +165,23 @@ func TestFeasibilityDeduplicatesConstraints(t *testing.T) {
 		t.Errorf("got %d compiled constraints, want 1", len(f.constraints))
 	}
 }
+
+// FuzzConstraint checks that any constraint compiles and evaluates on any
+// node attribute without panicking, and the same way twice.
+func FuzzConstraint(f *testing.F) {
+	f.Add("${attr.os}", "=", "linux", "linux")
+	f.Add("${attr.x}", "version", ">= 1.2, < 2", "1.5.0-rc1")
+	f.Add("${attr.x}", "regexp", "^a(b", "ab")
+	f.Add("${attr.x}", "set_contains", "a,,b", "b, a")
+	f.Add("${", "<", "${attr.x}", "10")
+	f.Fuzz(func(t *testing.T, attribute, operator, value, nodeValue string) {
+		n := testNode("n1")
+		n.Attributes["x"] = nodeValue
+		n.Meta = map[string]string{"x": nodeValue}
+		var cp compiler
+		c := caravan.Constraint{Attribute: attribute, Operator: operator, Value: value}
+		if cp.compile(c).holds(n) != cp.compile(c).holds(n) {
+			t.Errorf("%s: two answers", c)
+		}
+	})
+}
