@@ -78,6 +78,9 @@ type Server struct {
 	MaxJobVersions      int    `hcl:"max_job_versions,optional"`
 	RaftSnapshotEntries int    `hcl:"raft_snapshot_threshold,optional"`
 	RaftTrailingLogs    int    `hcl:"raft_trailing_logs,optional"`
+	// FastRaft shortens Raft's election timeouts, for a single server on
+	// one machine (dev mode) or clusters on loopback in tests.
+	FastRaft bool `hcl:"fast_raft,optional"`
 }
 
 // Agent configures the node agent.
@@ -207,6 +210,7 @@ func (s *Server) merge(o *Server) {
 	setInt(&s.MaxJobVersions, o.MaxJobVersions)
 	setInt(&s.RaftSnapshotEntries, o.RaftSnapshotEntries)
 	setInt(&s.RaftTrailingLogs, o.RaftTrailingLogs)
+	s.FastRaft = s.FastRaft || o.FastRaft
 }
 
 func (a *Agent) merge(o *Agent) {
