@@ -57,9 +57,14 @@ func (w *World) Calls() []string {
 // Running reports whether the task runs.
 func (w *World) Running(id string) bool {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	t := w.tasks[id]
-	return t != nil && t.res == nil
+	w.mu.Unlock()
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.res == nil
 }
 
 // Exit ends a running task as if it exited with code by itself.
@@ -188,11 +193,10 @@ func (d *Driver) Start(ctx context.Context, cfg *driver.TaskConfig) (*driver.Han
 	w.mu.Lock()
 	run := w.runs[cfg.ID]
 	w.runs[cfg.ID] = run + 1
-	if t := w.tasks[cfg.ID]; t != nil && t.res == nil {
-		w.mu.Unlock()
+	w.mu.Unlock()
+	if w.Running(cfg.ID) {
 		return nil, fmt.Errorf("fake: task %s runs already: %w", cfg.ID, caravan.ErrConflict)
 	}
-	w.mu.Unlock()
 	w.call("start %s", cfg.ID)
 	kind, code, after, err := behaviour(cfg.Task.Config.Command, run)
 	if err != nil {
