@@ -28,12 +28,25 @@ func (g *Group) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (i
 	return g.forkExecJoined(argv0, argv, attr)
 }
 
+// OpenDir opens a v2 group's directory, for os/exec's
+// SysProcAttr.UseCgroupFD (CLONE_INTO_CGROUP). The caller closes the
+// descriptor once the process started. On v1 it fails with ErrUnsupported.
+func (g *Group) OpenDir() (int, error) {
+	if g.m.version != V2 {
+		return -1, fmt.Errorf("open cgroup %s: CLONE_INTO_CGROUP needs cgroup v2: %w", g.name, ErrUnsupported)
+	}
+	fd, err := unix.Open(g.b.dirs()[0].dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open cgroup %s: %w", g.name, err)
+	}
+	return fd, nil
+}
+
 // forkExecInto starts the process with clone3(CLONE_INTO_CGROUP).
 func (g *Group) forkExecInto(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
-	dir := g.b.dirs()[0].dir
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := g.OpenDir()
 	if err != nil {
-		return 0, fmt.Errorf("open cgroup %s: %w", g.name, err)
+		return 0, err
 	}
 	defer unix.Close(fd)
 	a := *attr

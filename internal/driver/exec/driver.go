@@ -91,6 +91,8 @@ type Driver struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task
+	// supGroup is the v2 group supervisors start in, once made.
+	supGroup *cgroup.Group
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -353,14 +355,29 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		return nil, fmt.Errorf("handshake pipe: %w", err)
 	}
 	defer pr.Close()
-	sup := d.cfg.SupervisorCommand
-	c := osexec.Command(sup[0], append(slices.Clone(sup[1:]), "--handshake-fd", "3", specPath)...)
-	c.Dir = "/"
-	c.Env = append([]string{"GOMAXPROCS=1", "GOGC=25"}, d.cfg.SupervisorEnv...)
-	c.Stdout, c.Stderr = logf, logf
-	c.ExtraFiles = []*os.File{pw}
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	newCmd := func(cgroupFD int) *osexec.Cmd {
+		sup := d.cfg.SupervisorCommand
+		c := osexec.Command(sup[0], append(slices.Clone(sup[1:]), "--handshake-fd", "3", specPath)...)
+		c.Dir = "/"
+		c.Env = append([]string{"GOMAXPROCS=1", "GOGC=25"}, d.cfg.SupervisorEnv...)
+		c.Stdout, c.Stderr = logf, logf
+		c.ExtraFiles = []*os.File{pw}
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if cgroupFD >= 0 {
+			c.SysProcAttr.UseCgroupFD, c.SysProcAttr.CgroupFD = true, cgroupFD
+		}
+		return c
+	}
+	fd := d.supervisorCgroup()
+	c := newCmd(fd)
 	err = c.Start()
+	if fd >= 0 {
+		syscall.Close(fd)
+		if errors.Is(err, syscall.ENOSYS) { // no clone3: start it where we are
+			c = newCmd(-1)
+			err = c.Start()
+		}
+	}
 	pw.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start supervisor: %w", err)
@@ -407,6 +424,42 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		proc:  proc,
 		done:  make(chan struct{}),
 	}, nil
+}
+
+// supervisorGroup names the v2 group, below the cgroup parent, where
+// supervisors run.
+const supervisorGroup = "supervisors"
+
+// supervisorCgroup returns an open descriptor of the group supervisors
+// start in, or -1. On v2 they leave the agent's group, so a service
+// manager that stops the agent with everything in its group (systemd's
+// default KillMode) leaves them, and their tasks, running. On v1, where
+// moving them would cost every start a few RCU grace periods, and systemd
+// tracks processes in a hierarchy caravan does not manage, they stay in
+// the agent's groups: run the agent with KillMode=process there.
+func (d *Driver) supervisorCgroup() int {
+	if d.cgroups.Version() != cgroup.V2 {
+		return -1
+	}
+	d.mu.Lock()
+	g := d.supGroup
+	d.mu.Unlock()
+	if g == nil {
+		var err error
+		if g, err = d.cgroups.Create(d.cfg.CgroupParent+"/"+supervisorGroup, cgroup.Limits{}); err != nil {
+			d.logger.Warn("create the supervisors' cgroup", "error", err)
+			return -1
+		}
+		d.mu.Lock()
+		d.supGroup = g
+		d.mu.Unlock()
+	}
+	fd, err := g.OpenDir()
+	if err != nil {
+		d.logger.Warn("open the supervisors' cgroup", "error", err)
+		return -1
+	}
+	return fd
 }
 
 // readHandshake reads the supervisor's Started line, killing the

@@ -355,7 +355,10 @@ func TestUnifiedHierarchy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.Remove(filepath.Join(root, testCgroupParent)) })
+	t.Cleanup(func() {
+		_ = os.Remove(filepath.Join(root, testCgroupParent, supervisorGroup))
+		_ = os.Remove(filepath.Join(root, testCgroupParent))
+	})
 	h.cgroups = m
 	d := h.newDriver()
 	if got := d.Fingerprint(context.Background()).Attributes["driver.exec.cgroup_version"]; got != "v2" {
@@ -371,6 +374,10 @@ func TestUnifiedHierarchy(t *testing.T) {
 	waitFor(t, "output", func() bool { return readLog(t, cfg, "stdout") != "" })
 	if got := readLog(t, cfg, "stdout"); !strings.Contains(got, "0::/"+st.Cgroup.Name+"\n") {
 		t.Errorf("task's cgroups:\n%s\nwant 0::/%s", got, st.Cgroup.Name)
+	}
+	// The supervisor runs outside the agent's group, in its own.
+	if got := readFile(t, "/proc/"+strconv.Itoa(st.SupervisorPid)+"/cgroup"); !strings.Contains(got, "0::/"+testCgroupParent+"/"+supervisorGroup+"\n") && !strings.HasSuffix(got, "0::/"+testCgroupParent+"/"+supervisorGroup) {
+		t.Errorf("supervisor's cgroups:\n%s", got)
 	}
 	if err := d.Stop(context.Background(), cfg.ID, time.Second, 0); err != nil {
 		t.Fatal(err)

@@ -60,6 +60,7 @@ func removeTestParent() {
 		return
 	}
 	if m.Version() == cgroup.V2 {
+		_ = os.Remove(filepath.Join(m.Root(), testCgroupParent, supervisorGroup))
 		_ = os.Remove(filepath.Join(m.Root(), testCgroupParent))
 		return
 	}
