@@ -244,6 +244,7 @@ func (e *env) testExitCodes(t *testing.T) {
 	t.Run("no such program", func(t *testing.T) {
 		cfg := e.task(t, "missing-program", "/bin/nonexistent")
 		_, err := d.Start(context.Background(), cfg)
+		t.Logf("Start error: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "/bin/nonexistent") {
 			t.Errorf("Start error = %v, want one naming the program", err)
 		}
@@ -343,6 +344,7 @@ func (e *env) testMissingImage(t *testing.T) {
 	cfg := e.task(t, "missing", "true")
 	cfg.Task.Config.Image = "caravan-test-missing-" + randomID(t)[:8] + ":latest"
 	_, err := d.Start(context.Background(), cfg)
+	t.Logf("Start error: %v", err)
 	if !errors.Is(err, ErrImageNotFound) {
 		t.Fatalf("Start error = %v, want ErrImageNotFound", err)
 	}

@@ -24,6 +24,7 @@ package docker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -110,6 +111,8 @@ type sink struct {
 	rotated [2]*logs.Writer
 	copies  [2]*copyFile // nil when not asked for; may be the same file
 	pos     position
+	// pending is output not yet written; pos counts it already.
+	pending [2]bytes.Buffer
 }
 
 const (
@@ -244,8 +247,11 @@ func rollBack(dir string, cp *checkpoint) error {
 	return nil
 }
 
-// save writes the checkpoint for the output written so far.
+// save writes the pending output, then the checkpoint for it.
 func (s *sink) save() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
 	cp := checkpoint{Position: s.pos, Rotated: make(map[string]fileEnd, 2)}
 	for _, name := range s.names {
 		files, err := logs.Files(s.dir, name)
@@ -278,6 +284,33 @@ func (s *sink) save() error {
 		return fmt.Errorf("write log checkpoint: %w", err)
 	}
 	return nil
+}
+
+// maxPending is how much output the sink gathers before it writes.
+const maxPending = 32 << 10
+
+// buffer gathers p for the stream's files. Output of one stream is
+// written in batches; a message of the other stream writes what is
+// pending first, so a file shared by both keeps their order.
+func (s *sink) buffer(stream int, p []byte) error {
+	var err error
+	if s.pending[1-stream].Len() > 0 || s.pending[stream].Len()+len(p) > maxPending {
+		err = s.flush()
+	}
+	s.pending[stream].Write(p)
+	return err
+}
+
+// flush writes the pending output.
+func (s *sink) flush() error {
+	var errs []error
+	for i := range s.pending {
+		if s.pending[i].Len() > 0 {
+			errs = append(errs, s.write(i, s.pending[i].Bytes()))
+			s.pending[i].Reset()
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // write appends p to the stream's files.
@@ -322,6 +355,11 @@ func (s *sink) copyStream(r io.Reader, log *slog.Logger) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	skip := s.pos.Skip // messages at s.pos.Since already written
 	dirty := false
+	defer func() {
+		if err := s.flush(); err != nil {
+			log.Warn("write task output", "err", err)
+		}
+	}()
 	var hdr [8]byte
 	buf := make([]byte, 0, 32<<10)
 	for {
@@ -373,7 +411,7 @@ func (s *sink) copyStream(r io.Reader, log *slog.Logger) error {
 		// A message stamped earlier than the newest one (stdout and stderr
 		// are stamped by two goroutines) is written and leaves the position.
 		skip = 0
-		if err := s.write(stream, line); err != nil {
+		if err := s.buffer(stream, line); err != nil {
 			log.Warn("write task output", "err", err)
 		}
 		dirty = true
@@ -412,7 +450,7 @@ func follow(ctx context.Context, c *client.Client, id string, s *sink, log *slog
 			return
 		case ierr != nil && isNotFound(ierr):
 			return // removed: nothing more to read
-		case ierr == nil && !info.State.Running:
+		case ierr == nil && (info.State == nil || !info.State.Running):
 			if err == nil || stoppedRetries >= maxRetriesStopped {
 				if err != nil {
 					log.Warn("container output may be incomplete", "err", err)

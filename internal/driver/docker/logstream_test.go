@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,4 +247,27 @@ func FuzzCopyStream(f *testing.F) {
 		defer s.close()
 		s.copyStream(bytes.NewReader(stream), discard) // must not panic
 	})
+}
+
+// BenchmarkCopyStream measures copying a chatty container's output (80-byte
+// lines) into the rotated files, checkpoints included.
+func BenchmarkCopyStream(b *testing.B) {
+	ts := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	line := strings.Repeat("x", 79) + "\n"
+	msgs := make([]msg, 10000)
+	for i := range msgs {
+		msgs[i] = msg{1, ts.Add(time.Duration(i) * time.Microsecond), line}
+	}
+	stream := engineStream(msgs...)
+	b.SetBytes(int64(len(msgs) * len(line)))
+	for b.Loop() {
+		s, err := openSink(logConfig{Dir: b.TempDir(), MaxFileSize: 10 << 20, MaxFiles: 2}, "job", false, discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.copyStream(bytes.NewReader(stream), discard); err != nil {
+			b.Fatal(err)
+		}
+		s.close()
+	}
 }

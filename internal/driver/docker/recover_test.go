@@ -41,6 +41,9 @@ func (e *env) testRecoverRunning(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if res, err := first.Wait(context.Background(), cfg.ID); err == nil {
+		t.Errorf("Wait on a closed driver = %+v, want an error and no made-up exit", res)
+	}
 	files, err := logs.Files(cfg.Logs.Dir, "counter.stdout")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("log files: %v, %v", files, err)

@@ -70,7 +70,7 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*driver.Han
 		return nil, fmt.Errorf("start container: %w", err)
 	}
 	startedAt := time.Now()
-	if info, err := d.client.ContainerInspect(ctx, id); err == nil {
+	if info, err := d.client.ContainerInspect(ctx, id); err == nil && info.State != nil {
 		if ts, err := time.Parse(time.RFC3339Nano, info.State.StartedAt); err == nil {
 			startedAt = ts
 		}

@@ -199,7 +199,9 @@ func (t *task) waitExit(ctx context.Context, deadline <-chan time.Time) error {
 				return ctx.Err()
 			case <-deadline:
 				deadline = nil
-				t.timeLimitReached(ctx)
+				if !t.timeLimitReached(ctx) {
+					deadline = time.After(time.Second) // the Engine failed us: again
+				}
 			case <-waitC:
 				return nil
 			case err := <-errC:
@@ -230,21 +232,24 @@ func (t *task) waitExit(ctx context.Context, deadline <-chan time.Time) error {
 	}
 }
 
-// timeLimitReached starts the kill sequence for the time limit.
-func (t *task) timeLimitReached(ctx context.Context) {
+// timeLimitReached starts the kill sequence for the time limit. It
+// reports false when the Engine could not be asked, to be tried again.
+func (t *task) timeLimitReached(ctx context.Context) bool {
 	t.mu.Lock()
 	t.timedOut = true
 	t.mu.Unlock()
 	t.log.Info("time limit reached; stopping the container", "time_limit", t.timeLimit)
 	sent, err := t.signal(ctx, t.killTimeout, sigterm)
-	if err != nil {
-		t.log.Warn("signal container at its time limit", "err", err)
-	}
 	if !sent {
 		t.mu.Lock()
-		t.timedOut = false // it had ended by itself
+		t.timedOut = false // it had ended by itself, or the signal failed
 		t.mu.Unlock()
 	}
+	if err != nil {
+		t.log.Warn("signal container at its time limit", "err", err)
+		return false
+	}
+	return true
 }
 
 // stop is Stop for this task.
