@@ -57,8 +57,10 @@ var errClosed = errors.New("docker driver closed")
 // ImageError says which image is missing and why pulling it failed. It
 // matches ErrImageNotFound and the pull's own error.
 type ImageError struct {
+	// Image is the reference the task asked for.
 	Image string
-	Err   error
+	// Err is why the pull failed.
+	Err error
 }
 
 // Error reads `image "nginx:latest" not found locally and could not be
@@ -78,9 +80,11 @@ type Config struct {
 	// KeepContainers leaves a stopped container in place until Destroy.
 	// By default a container is removed once its exit has been collected.
 	KeepContainers bool
-	// PullTimeout bounds pulling an image that is not on the machine.
+	// PullTimeout bounds pulling an image that is not on the machine;
+	// default DefaultPullTimeout.
 	PullTimeout time.Duration
-	// PingTimeout bounds the Engine calls of Fingerprint.
+	// PingTimeout bounds the Engine calls of Fingerprint; default
+	// DefaultPingTimeout.
 	PingTimeout time.Duration
 	// PortBindIP is the host address that published ports bind to; empty
 	// means every address.
@@ -88,7 +92,8 @@ type Config struct {
 	// DefaultUser runs tasks whose configuration names no user, such as
 	// "65534:65534"; empty means the image's own user.
 	DefaultUser string
-	Logger      *slog.Logger
+	// Logger receives the driver's logs; nil discards them.
+	Logger *slog.Logger
 }
 
 // Driver runs tasks as Docker containers. It is safe for concurrent use.

@@ -255,7 +255,7 @@ func (e *env) testExitCodes(t *testing.T) {
 }
 
 func (e *env) testLimits(t *testing.T) {
-	d := e.driver(t, nil)
+	d := e.driver(t, func(c *Config) { c.DefaultUser = "65534:65534" })
 	cfg := e.task(t, "limits", "sleep 60")
 	cfg.Memory, cfg.CPU, cfg.Cores = 48, 700, []int{0}
 	cfg.Task.Config.Labels["team"] = "blue"
@@ -268,13 +268,13 @@ func (e *env) testLimits(t *testing.T) {
 	got := struct {
 		Name                    string
 		Memory, Swap, CPUShares int64
-		Cpuset, WorkDir         string
+		Cpuset, WorkDir, User   string
 		Alloc, Task, Job, Team  string
 		Mounts                  []string
 		Running                 bool
 	}{
 		Name: info.Name, Memory: info.HostConfig.Memory, Swap: info.HostConfig.MemorySwap,
-		CPUShares: info.HostConfig.CPUShares, Cpuset: info.HostConfig.CpusetCpus, WorkDir: info.Config.WorkingDir,
+		CPUShares: info.HostConfig.CPUShares, Cpuset: info.HostConfig.CpusetCpus, WorkDir: info.Config.WorkingDir, User: info.Config.User,
 		Alloc: info.Config.Labels[LabelAllocID], Task: info.Config.Labels[LabelTask],
 		Job: info.Config.Labels[LabelJobID], Team: info.Config.Labels["team"], Running: info.State.Running,
 	}
@@ -284,7 +284,7 @@ func (e *env) testLimits(t *testing.T) {
 	slices.Sort(got.Mounts) // the Engine lists them in no fixed order
 	want := got
 	want.Name = "/caravan-limits-" + cfg.AllocID
-	want.Memory, want.Swap, want.CPUShares, want.Cpuset, want.WorkDir = 48<<20, 48<<20, 700, "0", "/tmp"
+	want.Memory, want.Swap, want.CPUShares, want.Cpuset, want.WorkDir, want.User = 48<<20, 48<<20, 700, "0", "/tmp", "65534:65534"
 	want.Alloc, want.Task, want.Job, want.Team, want.Running = cfg.AllocID, "limits", "1001", "blue", true
 	want.Mounts = []string{
 		filepath.Join(cfg.AllocDir, "alloc") + ":/alloc",
