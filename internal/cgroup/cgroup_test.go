@@ -203,6 +203,9 @@ func TestResourcesV1(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "memory", "memory.memsw.limit_in_bytes"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if r := m.resourcesV1(Limits{CPUShares: 1 << 40}); *r.CPU.Shares != 262144 {
+		t.Errorf("shares = %d, want the maximum 262144", *r.CPU.Shares)
+	}
 	r = m.resourcesV1(Limits{MemoryBytes: 1 << 20, Cpus: []int{2}})
 	if r.Memory.Swap == nil || *r.Memory.Swap != 1<<20 {
 		t.Errorf("swap = %v, want equal to the limit (no swap)", r.Memory.Swap)

@@ -60,7 +60,7 @@ func (m *Manager) resourcesV1(l Limits) *specs.LinuxResources {
 	if l.CPUShares > 0 || len(l.Cpus) > 0 {
 		res.CPU = &specs.LinuxCPU{}
 		if l.CPUShares > 0 {
-			shares := max(2, l.CPUShares)
+			shares := min(max(2, l.CPUShares), 262144) // the kernel's range
 			res.CPU.Shares = &shares
 		}
 		if len(l.Cpus) > 0 {

@@ -262,6 +262,12 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, erro
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
+	// A group of that name is a leftover of an earlier run whose state was
+	// lost: whatever still runs in it goes.
+	if stale, err := d.cgroups.Load(spec.Cgroup.Name); err == nil {
+		d.logger.Warn("removing a stale cgroup", "cgroup", spec.Cgroup.Name)
+		d.cleanup(stale, "")
+	}
 	group, err := d.cgroups.Create(spec.Cgroup.Name, cgroup.Limits{
 		MemoryBytes: int64(cfg.Memory) << 20,
 		CPUShares:   uint64(max(0, cfg.CPU)),
@@ -390,7 +396,7 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		if err == nil {
 			return nil, errors.New(started.Error)
 		}
-		return nil, fmt.Errorf("supervisor: %w%s", err, logTail(logPath))
+		return nil, fmt.Errorf("supervisor gave no handshake%s: %w", logTail(logPath), err)
 	}
 	st, err := readProcStat(proc.Pid)
 	if err != nil {

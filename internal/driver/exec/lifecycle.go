@@ -33,14 +33,10 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 	if err := cgroup.ValidateName(st.Cgroup.Name); err != nil {
 		return fmt.Errorf("recover %s: %w", h.TaskID, err)
 	}
-	d.mu.Lock()
-	if _, ok := d.tasks[h.TaskID]; ok {
-		d.mu.Unlock()
+	if _, err := d.lookup(h.TaskID); err == nil {
 		return nil
 	}
 	t := &task{id: h.TaskID, st: st, done: make(chan struct{})}
-	d.tasks[h.TaskID] = t
-	d.mu.Unlock()
 	watch, err := openWatch(st.SupervisorPid, st.SupervisorStart)
 	switch {
 	case err == nil:
@@ -48,11 +44,18 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 	case errors.Is(err, os.ErrProcessDone):
 		d.logger.Info("supervisor gone; collecting its status", "task", h.TaskID)
 	default:
-		d.mu.Lock()
-		delete(d.tasks, h.TaskID)
-		d.mu.Unlock()
 		return fmt.Errorf("recover %s: %w", h.TaskID, err)
 	}
+	d.mu.Lock()
+	if _, ok := d.tasks[h.TaskID]; ok { // recovered or started meanwhile
+		d.mu.Unlock()
+		if watch != nil {
+			watch.close()
+		}
+		return nil
+	}
+	d.tasks[h.TaskID] = t
+	d.mu.Unlock()
 	d.watchTask(t)
 	return nil
 }
