@@ -14,6 +14,7 @@ import (
 	"github.com/caravan-sched/caravan"
 	"github.com/caravan-sched/caravan/internal/cgroup"
 	"github.com/caravan-sched/caravan/internal/driver"
+	"github.com/caravan-sched/caravan/internal/testenv"
 )
 
 func TestOutputAndUser(t *testing.T) {
@@ -411,5 +412,21 @@ func TestFingerprint(t *testing.T) {
 	}
 	if info := broken.Fingerprint(context.Background()); info.Healthy {
 		t.Errorf("a missing supervisor program is healthy: %+v", info)
+	}
+}
+
+// TestCaravanBinary runs a task through the real `caravan supervise`, as an
+// agent does.
+func TestCaravanBinary(t *testing.T) {
+	h := newHarness(t)
+	h.supervisor = []string{testenv.CaravanBinary(t), "supervise"}
+	d := h.newDriver()
+	cfg := h.taskConfig(&caravan.Task{Config: caravan.TaskConfig{Command: "echo", Args: []string{"hello"}}})
+	h.start(d, cfg)
+	if res := h.wait(d, cfg.ID); !res.Successful() {
+		t.Fatalf("result = %+v", res)
+	}
+	if got := readLog(t, cfg, "stdout"); got != "hello\n" {
+		t.Errorf("stdout = %q", got)
 	}
 }
