@@ -51,11 +51,15 @@ func runSupervisor(args []string) int {
 }
 
 // testLogger writes the agent's logs to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelDebug
+	if _, ok := t.(*testing.B); ok {
+		level = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -71,7 +75,7 @@ type running struct {
 }
 
 // stop cancels Run (as kill -9 leaves things: tasks go on) and waits.
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
@@ -85,7 +89,7 @@ func (r *running) stop(t *testing.T) {
 }
 
 // startAgent runs an agent until the test ends.
-func startAgent(t *testing.T, cfg Config) *running {
+func startAgent(t testing.TB, cfg Config) *running {
 	t.Helper()
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = "127.0.0.1:0"

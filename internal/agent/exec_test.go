@@ -58,7 +58,7 @@ func execSetup(t *testing.T, ttl time.Duration) (*fakeServer, Config) {
 
 // destroyLeftovers kills the tasks of every allocation the state file
 // knows, once no agent runs.
-func destroyLeftovers(t *testing.T, cfg Config) {
+func destroyLeftovers(t testing.TB, cfg Config) {
 	db, err := localstate.Open(filepath.Join(cfg.DataDir, stateFile))
 	if err != nil {
 		t.Logf("cleanup: %v", err)

@@ -32,7 +32,7 @@ type fakeServer struct {
 	down       bool
 }
 
-func newFakeServer(t *testing.T, ttl time.Duration) *fakeServer {
+func newFakeServer(t testing.TB, ttl time.Duration) *fakeServer {
 	s := &fakeServer{ttl: ttl, index: 1, changed: make(chan struct{}), nodes: map[string]*caravan.Node{},
 		allocs: map[string]*caravan.Allocation{}, updates: map[string][]*caravan.AllocClientUpdate{}}
 	mux := http.NewServeMux()
@@ -271,7 +271,7 @@ func (s *fakeServer) forgetNodes() {
 }
 
 // waitFor polls cond every 10ms for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for i := 0; i < 100_000; i++ {
