@@ -20,7 +20,7 @@ const benchTasks = 100
 
 // treePSS is the proportional set size of a process tree, split by kind.
 type treePSS struct {
-	agent, supervisors, tasks int64 // kB
+	agent, supervisors, tasks  int64 // kB
 	supervisorCount, taskCount int
 }
 
