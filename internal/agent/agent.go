@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -68,7 +69,6 @@ type Agent struct {
 	db        *localstate.DB
 	identity  localstate.Identity
 	client    *api.Client
-	node      *caravan.Node
 	drivers   map[string]driver.Driver
 	httpAddr  string
 	allocRoot string
@@ -78,6 +78,10 @@ type Agent struct {
 	runCtx context.Context
 
 	conn connState
+
+	// node is replaced, never changed, when fingerprints change.
+	nodeMu sync.Mutex
+	node   *caravan.Node
 	// firstRegistration is closed when the node registered the first time;
 	// registration gets a value after every registration (the watch then
 	// starts over); reregister asks the server loop to register again.
@@ -124,9 +128,17 @@ func (a *Agent) NodeID() string { return a.identity.NodeID }
 // Node returns a copy of the node as the agent registers it (without the
 // secret); valid once Ready is closed.
 func (a *Agent) Node() *caravan.Node {
-	n := *a.node
+	n := *a.currentNode()
 	n.SecretID = ""
 	return &n
+}
+
+// currentNode returns the node as the agent registers it now. The value
+// is never changed; treat it as read-only.
+func (a *Agent) currentNode() *caravan.Node {
+	a.nodeMu.Lock()
+	defer a.nodeMu.Unlock()
+	return a.node
 }
 
 // Run runs the agent until ctx ends. It returns an error when the agent
@@ -167,8 +179,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.node = buildNode(ctx, a.cfg, readHost(), drivers)
-	a.node.ID, a.node.SecretID, a.node.HTTPAddr = a.identity.NodeID, a.identity.SecretID, a.httpAddr
+	node := buildNode(ctx, a.cfg, readHost(), drivers)
+	node.ID, node.SecretID, node.HTTPAddr = a.identity.NodeID, a.identity.SecretID, a.httpAddr
+	a.node = node
 	a.conn.init(time.Now())
 	a.updates = newBatcher(a.sendUpdates, a.cfg.UpdateInterval, a.conn.registered, a.log)
 
@@ -176,7 +189,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopRunners()
 	a.runCtx = runCtx
 	a.restore()
-	a.log.Info("agent started", "node_id", a.identity.NodeID, "node_name", a.node.Name, "http_addr", a.httpAddr, "drivers", len(drivers))
+	a.log.Info("agent started", "node_id", a.identity.NodeID, "node_name", node.Name, "http_addr", a.httpAddr, "drivers", len(drivers))
 	close(a.ready)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -203,9 +216,43 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.watchLoop(gctx) })
 	g.Go(func() error { return a.updates.Run(gctx) })
 	g.Go(func() error { return a.disconnectLoop(gctx) })
+	g.Go(func() error { return a.fingerprintLoop(gctx, drivers) })
 	err = g.Wait()
 	a.shutdownRunners(stopRunners)
 	return err
+}
+
+// fingerprintLoop asks the drivers again every FingerprintInterval; when
+// one's detection or health changed (a Docker Engine came up or went
+// away), the node registers again so that placement sees it.
+func (a *Agent) fingerprintLoop(ctx context.Context, drivers []driver.Driver) error {
+	t := time.NewTicker(a.cfg.FingerprintInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		infos := fingerprintDrivers(ctx, drivers)
+		if ctx.Err() != nil {
+			return nil
+		}
+		cur := a.currentNode()
+		if !driversChanged(cur.Drivers, infos) {
+			continue
+		}
+		next := *cur
+		next.Attributes = maps.Clone(cur.Attributes)
+		applyDrivers(&next, infos)
+		a.nodeMu.Lock()
+		a.node = &next
+		a.nodeMu.Unlock()
+		for name, info := range infos {
+			a.log.Info("driver fingerprint", "driver", name, "detected", info.Detected, "healthy", info.Healthy, "description", info.HealthDescription)
+		}
+		a.requestRegister()
+	}
 }
 
 // advertiseAddr is the address servers use for the agent API.

@@ -375,6 +375,23 @@ func TestAgentDisconnect(t *testing.T) {
 	}
 }
 
+func TestAgentNoticesDriverHealth(t *testing.T) {
+	srv, w, cfg := fakeSetup(t, time.Second)
+	cfg.FingerprintInterval = 50 * time.Millisecond
+	a := startAgent(t, cfg)
+	waitFor(t, 10*time.Second, "registration", func() bool { return srv.node(a.NodeID()) != nil })
+	if n := srv.node(a.NodeID()); !n.Drivers["docker"].Healthy {
+		t.Fatal("docker unhealthy at start")
+	}
+	w.SetHealthy("docker", false)
+	waitFor(t, 10*time.Second, "docker reported unhealthy", func() bool {
+		n := srv.node(a.NodeID())
+		return !n.Drivers["docker"].Healthy && n.Attributes["driver.docker"] == "" && n.Attributes["driver.exec"] == "1"
+	})
+	w.SetHealthy("docker", true)
+	waitFor(t, 10*time.Second, "docker healthy again", func() bool { return srv.node(a.NodeID()).Drivers["docker"].Healthy })
+}
+
 func TestAgentRegistersAgainWhenForgotten(t *testing.T) {
 	srv, _, cfg := fakeSetup(t, 200*time.Millisecond)
 	a := startAgent(t, cfg)

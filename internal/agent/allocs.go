@@ -166,13 +166,14 @@ func (a *Agent) refuse(id, why string) {
 
 func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.Record) (*allocEntry, error) {
 	host, _, _ := net.SplitHostPort(a.httpAddr)
+	node := a.currentNode()
 	r, err := allocrunner.New(allocrunner.Config{
 		Alloc:   al,
 		Drivers: a.drivers,
 		Dir:     filepath.Join(a.allocRoot, al.ID),
 		Node: taskrunner.NodeInfo{
-			ID: a.identity.NodeID, Name: a.node.Name, Datacenter: a.node.Datacenter,
-			Address: host, MHzPerCore: a.node.MHzPerCore(),
+			ID: a.identity.NodeID, Name: node.Name, Datacenter: node.Datacenter,
+			Address: host, MHzPerCore: node.MHzPerCore(),
 		},
 		TaskUser:       a.cfg.TaskUser,
 		AllowRoot:      a.cfg.AllowRoot,

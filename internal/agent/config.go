@@ -18,6 +18,7 @@ const (
 	DefaultUpdateInterval      = 200 * time.Millisecond
 	DefaultStatsInterval       = 10 * time.Second
 	DefaultBlockingWait        = 5 * time.Minute
+	DefaultFingerprintInterval = 30 * time.Second
 	// DefaultHeartbeatTTL is used until a server names one.
 	DefaultHeartbeatTTL = 10 * time.Second
 )
@@ -75,10 +76,12 @@ type Config struct {
 
 	// UpdateInterval is how often status updates are sent, StatsInterval
 	// how often task stats are sampled, BlockingWait how long one watch
-	// of the node's allocations may block.
-	UpdateInterval time.Duration
-	StatsInterval  time.Duration
-	BlockingWait   time.Duration
+	// of the node's allocations may block, FingerprintInterval how often
+	// the drivers' health is checked again.
+	UpdateInterval      time.Duration
+	StatsInterval       time.Duration
+	BlockingWait        time.Duration
+	FingerprintInterval time.Duration
 }
 
 // FromConfig makes an agent Config from the agent block of a caravan
@@ -161,6 +164,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BlockingWait <= 0 {
 		c.BlockingWait = DefaultBlockingWait
+	}
+	if c.FingerprintInterval <= 0 {
+		c.FingerprintInterval = DefaultFingerprintInterval
 	}
 	return c, nil
 }

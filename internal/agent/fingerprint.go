@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"maps"
 	"os"
 	"runtime"
 	"strconv"
@@ -189,33 +190,16 @@ func buildNode(ctx context.Context, cfg Config, f hostFacts, drivers []driver.Dr
 	if f.cgroupVersion != "" {
 		attrs["cgroup.version"] = f.cgroupVersion
 	}
-	infos := make(map[string]caravan.DriverInfo, len(drivers))
-	for _, d := range drivers {
-		info := d.Fingerprint(ctx)
-		infos[d.Name()] = info
-		if info.Detected && info.Healthy {
-			attrs["driver."+d.Name()] = "1"
-		}
-		for k, v := range info.Attributes {
-			// Driver attributes live under driver.<name>. ("version" of
-			// docker must not shadow the node's own keys).
-			if !strings.HasPrefix(k, "driver.") {
-				k = "driver." + d.Name() + "." + k
-			}
-			attrs[k] = v
-		}
-	}
 	name := cfg.NodeName
 	if name == "" {
 		name = f.hostname
 	}
-	return &caravan.Node{
+	n := &caravan.Node{
 		Name:       name,
 		Datacenter: cfg.Datacenter,
 		NodePool:   cfg.NodePool,
 		Attributes: attrs,
 		Meta:       cfg.Meta,
-		Drivers:    infos,
 		Resources: caravan.NodeResources{
 			CPU:    mhz * len(f.cores),
 			Memory: mem,
@@ -224,4 +208,53 @@ func buildNode(ctx context.Context, cfg Config, f hostFacts, drivers []driver.Dr
 		Reserved: caravan.NodeReserved{CPU: cfg.ReservedCPU, Memory: cfg.ReservedMemory},
 		Status:   caravan.NodeStatusReady,
 	}
+	applyDrivers(n, fingerprintDrivers(ctx, drivers))
+	return n
+}
+
+// fingerprintDrivers asks every driver whether it can run tasks here.
+func fingerprintDrivers(ctx context.Context, drivers []driver.Driver) map[string]caravan.DriverInfo {
+	infos := make(map[string]caravan.DriverInfo, len(drivers))
+	for _, d := range drivers {
+		infos[d.Name()] = d.Fingerprint(ctx)
+	}
+	return infos
+}
+
+// applyDrivers sets the node's drivers and the attributes that come from
+// them: driver.<name>=1 for a healthy driver, and the driver's own
+// attributes under driver.<name>. (docker's "version" must not shadow the
+// node's own keys).
+func applyDrivers(n *caravan.Node, infos map[string]caravan.DriverInfo) {
+	for k := range n.Attributes {
+		if strings.HasPrefix(k, "driver.") {
+			delete(n.Attributes, k)
+		}
+	}
+	for name, info := range infos {
+		if info.Detected && info.Healthy {
+			n.Attributes["driver."+name] = "1"
+		}
+		for k, v := range info.Attributes {
+			if !strings.HasPrefix(k, "driver.") {
+				k = "driver." + name + "." + k
+			}
+			n.Attributes[k] = v
+		}
+	}
+	n.Drivers = infos
+}
+
+// driversChanged reports whether the drivers' detection or health differ.
+func driversChanged(old, cur map[string]caravan.DriverInfo) bool {
+	if len(old) != len(cur) {
+		return true
+	}
+	for name, o := range old {
+		c, ok := cur[name]
+		if !ok || o.Detected != c.Detected || o.Healthy != c.Healthy || !maps.Equal(o.Attributes, c.Attributes) {
+			return true
+		}
+	}
+	return false
 }

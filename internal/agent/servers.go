@@ -111,7 +111,7 @@ func (c *connState) connected(now time.Time) bool {
 func (a *Agent) serverLoop(ctx context.Context) error {
 	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
 	for ctx.Err() == nil {
-		resp, err := a.client.RegisterNode(ctx, a.node)
+		resp, err := a.client.RegisterNode(ctx, a.currentNode())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -186,6 +186,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		// The tasks fail their setup with the details.
 		r.log.Error("build allocation directory", "error", err)
 	}
+	// The first report, before any task moves: the allocation arrived
+	// (pending), or what a restored one was.
+	allDead := r.report()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, t := range r.tasks {
@@ -195,13 +198,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		})
 	}
-	tick := time.NewTicker(r.cfg.StatsInterval)
-	defer tick.Stop()
-	if r.report() {
+	if allDead {
 		wg.Wait()
 		close(r.done)
 		return nil
 	}
+	tick := time.NewTicker(r.cfg.StatsInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-r.changed:

@@ -35,15 +35,24 @@ var ErrStartFailed = errors.New("fake start failure")
 
 // World holds the fake tasks; it stands for the machine.
 type World struct {
-	mu    sync.Mutex
-	tasks map[string]*task
-	runs  map[string]int
-	calls []string
+	mu        sync.Mutex
+	tasks     map[string]*task
+	runs      map[string]int
+	calls     []string
+	unhealthy map[string]bool
 }
 
 // NewWorld returns an empty world.
 func NewWorld() *World {
-	return &World{tasks: map[string]*task{}, runs: map[string]int{}}
+	return &World{tasks: map[string]*task{}, runs: map[string]int{}, unhealthy: map[string]bool{}}
+}
+
+// SetHealthy makes the drivers with the name report themselves healthy or
+// not in Fingerprint.
+func (w *World) SetHealthy(driverName string, healthy bool) {
+	w.mu.Lock()
+	w.unhealthy[driverName] = !healthy
+	w.mu.Unlock()
 }
 
 // Calls returns what drivers were asked, in order: "start <id>",
@@ -106,8 +115,14 @@ func New(name string, w *World) *Driver { return &Driver{name: name, world: w} }
 // Name returns the driver's name.
 func (d *Driver) Name() string { return d.name }
 
-// Fingerprint reports the driver detected and healthy.
+// Fingerprint reports the driver detected, and healthy unless the world
+// says otherwise.
 func (d *Driver) Fingerprint(context.Context) caravan.DriverInfo {
+	d.world.mu.Lock()
+	defer d.world.mu.Unlock()
+	if d.world.unhealthy[d.name] {
+		return caravan.DriverInfo{Detected: true, HealthDescription: "fake: unhealthy"}
+	}
 	return caravan.DriverInfo{Detected: true, Healthy: true, HealthDescription: "fake"}
 }
 
