@@ -122,8 +122,8 @@ func TestExecTaskLifecycle(t *testing.T) {
 		{
 			name: "exit code and environment", jobType: caravan.JobTypeBatch,
 			command: `echo "$CARAVAN_JOB_ID $CARAVAN_TASK_NAME $(id -un)"; exit 3`,
-			edit: func(t *caravan.Task) { t.Stdout = filepath.Join(outDir, "%j-%a.out") },
-			state: caravan.TaskStateFailed, exitCode: 3, events: []string{"received", "setup", "started", "exited", "not_restarting"},
+			edit:    func(t *caravan.Task) { t.Stdout = filepath.Join(outDir, "%j-%a.out") },
+			state:   caravan.TaskStateFailed, exitCode: 3, events: []string{"received", "setup", "started", "exited", "not_restarting"},
 		},
 		{
 			name: "service exit is restarted", jobType: caravan.JobTypeService, command: "exit 1", attempts: 1,
