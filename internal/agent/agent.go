@@ -151,6 +151,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.allocRoot, 0o755); err != nil {
 		return fmt.Errorf("agent data dir: %w", err)
 	}
+	if dir := unsearchable(a.allocRoot); dir != "" {
+		a.log.Warn("tasks running as an unprivileged user cannot reach their directories: a folder above the data dir is closed to other users",
+			"folder", dir, "data_dir", a.cfg.DataDir)
+	}
 	db, err := localstate.Open(filepath.Join(a.cfg.DataDir, stateFile))
 	if err != nil {
 		return err
@@ -252,6 +256,23 @@ func (a *Agent) fingerprintLoop(ctx context.Context, drivers []driver.Driver) er
 			a.log.Info("driver fingerprint", "driver", name, "detected", info.Detected, "healthy", info.Healthy, "description", info.HealthDescription)
 		}
 		a.requestRegister()
+	}
+}
+
+// unsearchable returns a folder on the path to dir (dir included) that
+// other users may not enter, or "".
+func unsearchable(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		if info, err := os.Stat(p); err == nil && info.Mode().Perm()&0o001 == 0 {
+			return p
+		}
+		if p == filepath.Dir(p) {
+			return ""
+		}
 	}
 }
 
