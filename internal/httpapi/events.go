@@ -13,7 +13,8 @@ import (
 	"github.com/caravan-sched/caravan/internal/events"
 )
 
-// eventKeepAlive is how often an idle event stream sends "{}".
+// eventKeepAlive is how often an idle event stream sends "{}" (the API's
+// keepAlive, which tests shorten).
 const eventKeepAlive = 10 * time.Second
 
 // parseTopics reads the repeated ?topic parameter: Job, Allocation,
@@ -84,7 +85,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, sub *events.S
 	}
 	enc := json.NewEncoder(w)
 	for {
-		ctx, cancel := context.WithTimeout(r.Context(), eventKeepAlive)
+		ctx, cancel := context.WithTimeout(r.Context(), a.keepAlive)
 		evs, err := sub.Next(ctx)
 		cancel()
 		switch {

@@ -274,5 +274,3 @@ func waitAllocs(t testing.TB, ts *testServer, jobID string, n int) []*caravan.Al
 	})
 	return allocs
 }
-
-

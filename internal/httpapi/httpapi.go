@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"time"
 
 	"github.com/caravan-sched/caravan/internal/server"
 	"github.com/caravan-sched/caravan/internal/state"
@@ -44,6 +45,9 @@ type API struct {
 	// requests to agents.
 	forwarder *httputil.ReverseProxy
 	logProxy  *httputil.ReverseProxy
+
+	// keepAlive is how often an idle event stream sends "{}".
+	keepAlive time.Duration
 }
 
 // New returns the HTTP API of srv. Log lines go to logger (nil discards
@@ -58,6 +62,8 @@ func New(srv *server.Server, logger *slog.Logger) http.Handler {
 		logger:  logger.With("component", "http"),
 		metrics: newHTTPMetrics(srv.Metrics()),
 		mux:     http.NewServeMux(),
+
+		keepAlive: eventKeepAlive,
 	}
 	a.forwarder = a.newForwarder()
 	a.logProxy = a.newLogProxy()
