@@ -99,6 +99,22 @@ func TestWriteForwarding(t *testing.T) {
 		t.Errorf("a forwarded write at a follower: %d %s", a.status, a.body)
 	}
 
+	// Removing a server, through a follower.
+	var other *testServer
+	for _, s := range servers {
+		if s != leader && s != follower {
+			other = s
+		}
+	}
+	a = call(t, http.MethodDelete, follower.url+"/v1/operator/raft/peer/"+other.cfg.Name, "")
+	if a.status != http.StatusOK {
+		t.Fatalf("remove peer: %d %s", a.status, a.body)
+	}
+	other.stop()
+	if peers, err := leader.client(t, "").Peers(ctx); err != nil || len(peers) != 2 {
+		t.Errorf("peers after the removal: %v, %v", peers, err)
+	}
+
 	// Without a leader, writes get 503 and health says so.
 	var last *testServer
 	for _, s := range servers {
@@ -106,7 +122,7 @@ func TestWriteForwarding(t *testing.T) {
 			last = s
 			continue
 		}
-		s.stop()
+		s.stop() // a second stop does nothing
 	}
 	waitFor(t, 20*time.Second, "the last server to lose its leader", func() bool {
 		return call(t, http.MethodGet, last.url+"/v1/health", "").status == http.StatusServiceUnavailable
