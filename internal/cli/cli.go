@@ -18,7 +18,12 @@ type ExitError struct {
 	Err  error
 }
 
-func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
 func (e *ExitError) Unwrap() error { return e.Err }
 
 // ExitCode prints err (when there is one) and returns the process exit code.
@@ -71,12 +76,30 @@ func Run(ctx context.Context, args, vars []string, stdin io.Reader, stdout, stde
 
 func newRootCommand(env *Env) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "caravan",
-		Short:         "caravan schedules and runs workloads on a cluster of Linux machines",
+		Use:   "caravan",
+		Short: "caravan schedules and runs workloads on a cluster of Linux machines",
+		Long: `caravan schedules and runs workloads on a cluster of Linux machines.
+
+Start with "caravan dev": a server and an agent in one process. Then submit
+a job with "caravan job run FILE" and watch it with "caravan job status".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	_ = env
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(
+		newDevCommand(env),
+		newServerCommand(env),
+		newAgentCommand(env),
+		newJobCommand(env),
+		newAllocCommand(env),
+		newNodeCommand(env),
+		newEvalCommand(env),
+	)
 	root.AddCommand(newSuperviseCommand(env))
 	return root
+}
+
+// flagError adds the command's usage line to a flag parsing error.
+func flagError(cmd *cobra.Command, err error) error {
+	return fmt.Errorf("%w\nUsage: %s (see %s --help)", err, cmd.UseLine(), cmd.CommandPath())
 }
