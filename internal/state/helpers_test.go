@@ -152,15 +152,29 @@ func checkDerived(t testing.TB, s *Store) {
 			t.Errorf("allocation %s does not share its job version's pointer", a.ID)
 		}
 	}
+	sets := map[setKey][]string{}
+	for _, a := range allocs {
+		sets[setKey{tableJobAllocs, a.JobID}] = append(sets[setKey{tableJobAllocs, a.JobID}], a.ID)
+		sets[setKey{TableNodeUsage, a.NodeID}] = append(sets[setKey{TableNodeUsage, a.NodeID}], a.ID)
+	}
+	stored := map[setKey][]string{}
+	for _, table := range []string{tableJobAllocs, TableNodeUsage} {
+		for _, set := range collect[*allocSet](t)(scanRows[*allocSet](snap, table)) {
+			stored[setKey{table, set.Key}] = set.IDs
+		}
+	}
+	if diff := cmp.Diff(sets, stored, cmp.AllowUnexported(setKey{})); diff != "" {
+		t.Errorf("allocation sets (-recomputed +stored):\n%s", diff)
+	}
 	for id, want := range usage {
 		got := must[caravan.NodeUsage](t)(snap.NodeUsage(id))
 		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("usage of node %s (-recomputed +stored):\n%s", id, diff)
 		}
 	}
-	for _, row := range collect[*usageRow](t)(scanRows[*usageRow](snap, TableNodeUsage)) {
-		if _, ok := usage[row.NodeID]; !ok {
-			t.Errorf("node %s has a usage row %+v but no allocations that are not terminal", row.NodeID, row.Usage)
+	for _, row := range collect[*allocSet](t)(scanRows[*allocSet](snap, TableNodeUsage)) {
+		if _, ok := usage[row.Key]; !ok && row.Usage.Allocs != 0 {
+			t.Errorf("node %s has usage %+v but no allocations that are not terminal", row.Key, row.Usage)
 		}
 	}
 	for id, want := range summaries {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/caravan-sched/caravan"
@@ -50,6 +52,19 @@ type jobRow struct {
 	JobModifyIndex    uint64    `json:"job_modify_index"`
 }
 
+// summaryRow is a job summary without its counts, which Restore computes
+// again from the allocations: its groups and indexes.
+type summaryRow struct {
+	JobID       string   `json:"job_id"`
+	Groups      []string `json:"groups"`
+	CreateIndex uint64   `json:"create_index"`
+	ModifyIndex uint64   `json:"modify_index"`
+}
+
+func summaryRowOf(s *caravan.JobSummary) summaryRow {
+	return summaryRow{JobID: s.JobID, Groups: slices.Sorted(maps.Keys(s.Groups)), CreateIndex: s.CreateIndex, ModifyIndex: s.ModifyIndex}
+}
+
 // persistedAlloc writes an allocation without its job: the outer Job field
 // hides the embedded one.
 type persistedAlloc struct {
@@ -74,10 +89,11 @@ func (s *Snapshot) Persist(w io.Writer) error {
 	if err := s.persistTable(enc, TableJobs, func(obj any) any { return rowOf(obj.(*caravan.Job)) }); err != nil {
 		return err
 	}
-	for _, t := range []string{TableJobSummary, TableEvals} {
-		if err := s.persistTable(enc, t, func(obj any) any { return obj }); err != nil {
-			return err
-		}
+	if err := s.persistTable(enc, TableJobSummary, func(obj any) any { return summaryRowOf(obj.(*caravan.JobSummary)) }); err != nil {
+		return err
+	}
+	if err := s.persistTable(enc, TableEvals, func(obj any) any { return obj }); err != nil {
+		return err
 	}
 	if err := s.persistOrphanJobs(enc); err != nil {
 		return err

@@ -82,6 +82,7 @@ func TestLookupsReturnNotFound(t *testing.T) {
 		{"node", errOf(snap.NodeByID("x"))},
 		{"scheduler node", errOf(snap.Node("x"))},
 		{"usage", errOf(snap.NodeUsage("x"))},
+		{"allocations of an unknown eval", errOf(snap.AllocsByEval("x"))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,7 +91,7 @@ func TestLookupsReturnNotFound(t *testing.T) {
 			}
 		})
 	}
-	for _, list := range []error{errOf(snap.EvalsByJob("x")), errOf(snap.AllocsByJob("x")), errOf(snap.AllocsByNode("x")), errOf(snap.AllocsByEval("x")), errOf(snap.Servers())} {
+	for _, list := range []error{errOf(snap.EvalsByJob("x")), errOf(snap.AllocsByJob("x")), errOf(snap.AllocsByNode("x")), errOf(snap.Servers())} {
 		if list != nil {
 			t.Errorf("an empty list is not an error: %v", list)
 		}

@@ -1,12 +1,8 @@
 package state
 
 import (
-	"bufio"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 
 	"github.com/caravan-sched/caravan"
@@ -24,13 +20,13 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	rs := &restorer{
 		txn:       db.Txn(true),
-		dec:       json.NewDecoder(bufio.NewReaderSize(r, 256<<10)),
 		versions:  map[versionKey]*caravan.Job{},
 		orphans:   map[versionKey]*caravan.Job{},
 		summaries: map[string]*caravan.JobSummary{},
 		usage:     map[string]caravan.NodeUsage{},
+		sets:      map[setKey][]string{},
 	}
-	if err := rs.run(); err != nil {
+	if err := rs.load(r); err != nil {
 		rs.txn.Abort()
 		return fmt.Errorf("restore state: %w", err)
 	}
@@ -54,92 +50,38 @@ type versionKey struct {
 // restorer reads a persisted state into a write transaction.
 type restorer struct {
 	txn       *memdb.Txn
-	dec       *json.Decoder
 	versions  map[versionKey]*caravan.Job
 	orphans   map[versionKey]*caravan.Job
 	summaries map[string]*caravan.JobSummary
 	usage     map[string]caravan.NodeUsage
+	sets      map[setKey][]string
 }
 
-func (rs *restorer) run() error {
-	var h persistHeader
-	if err := rs.dec.Decode(&h); err != nil {
-		return fmt.Errorf("read header: %w", eofIsUnexpected(err))
-	}
-	if h.Format != persistFormat || h.Version != persistVersion {
-		return fmt.Errorf("not a caravan state snapshot (format %q version %d): %w", h.Format, h.Version, caravan.ErrInvalid)
-	}
-	for {
-		var sec sectionHeader
-		if err := rs.dec.Decode(&sec); err != nil {
-			return fmt.Errorf("read section header: %w", eofIsUnexpected(err))
+// insert adds one decoded row of a section.
+func (rs *restorer) insert(section string, row any) error {
+	switch section {
+	case TableIndex, TableSequence, TableServers, TableNodes, TableEvals:
+		if err := rs.txn.Insert(section, row); err != nil {
+			return fmt.Errorf("insert: %w", err)
 		}
-		if sec.End {
-			return rs.finish()
-		}
-		if sec.Count < 0 {
-			return fmt.Errorf("section %q: negative count %d: %w", sec.Table, sec.Count, caravan.ErrInvalid)
-		}
-		read, ok := rs.readers()[sec.Table]
-		if !ok {
-			return fmt.Errorf("unknown section %q: %w", sec.Table, caravan.ErrInvalid)
-		}
-		for i := 0; i < sec.Count; i++ {
-			if err := read(); err != nil {
-				return fmt.Errorf("section %s, row %d: %w", sec.Table, i, err)
-			}
-		}
+		return nil
+	case TableJobVersions:
+		return rs.insertVersion(row.(*caravan.Job))
+	case TableJobs:
+		return rs.insertJob(row.(*jobRow))
+	case TableJobSummary:
+		return rs.insertSummary(row.(*summaryRow))
+	case sectionOrphanJobs:
+		j := row.(*caravan.Job)
+		rs.orphans[versionKey{j.ID, j.Version}] = j
+		return nil
+	case TableAllocs:
+		return rs.insertAlloc(row.(*caravan.Allocation))
 	}
+	return fmt.Errorf("unknown section %q: %w", section, caravan.ErrInvalid)
 }
 
-func eofIsUnexpected(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-// readers reads one row of each section.
-func (rs *restorer) readers() map[string]func() error {
-	return map[string]func() error{
-		TableIndex:        func() error { return readInsert[indexRow](rs, TableIndex) },
-		TableSequence:     func() error { return readInsert[sequenceRow](rs, TableSequence) },
-		TableServers:      func() error { return readInsert[ServerMember](rs, TableServers) },
-		TableNodes:        func() error { return readInsert[caravan.Node](rs, TableNodes) },
-		TableEvals:        func() error { return readInsert[caravan.Evaluation](rs, TableEvals) },
-		TableJobVersions:  rs.readVersion,
-		TableJobs:         rs.readJob,
-		TableJobSummary:   rs.readSummary,
-		sectionOrphanJobs: rs.readOrphan,
-		TableAllocs:       rs.readAlloc,
-	}
-}
-
-// decode reads the next row into a new T.
-func decode[T any](rs *restorer) (*T, error) {
-	v := new(T)
-	if err := rs.dec.Decode(v); err != nil {
-		return nil, eofIsUnexpected(err)
-	}
-	return v, nil
-}
-
-func readInsert[T any](rs *restorer, table string) error {
-	v, err := decode[T](rs)
-	if err != nil {
-		return err
-	}
-	if err := rs.txn.Insert(table, v); err != nil {
-		return fmt.Errorf("insert: %w", err)
-	}
-	return nil
-}
-
-func (rs *restorer) readVersion() error {
-	j, err := decode[caravan.Job](rs)
-	if err != nil {
-		return err
-	}
+func (rs *restorer) insertVersion(j *caravan.Job) error {
 	if err := rs.txn.Insert(TableJobVersions, j); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
@@ -147,20 +89,7 @@ func (rs *restorer) readVersion() error {
 	return nil
 }
 
-func (rs *restorer) readOrphan() error {
-	j, err := decode[caravan.Job](rs)
-	if err != nil {
-		return err
-	}
-	rs.orphans[versionKey{j.ID, j.Version}] = j
-	return nil
-}
-
-func (rs *restorer) readJob() error {
-	row, err := decode[jobRow](rs)
-	if err != nil {
-		return err
-	}
+func (rs *restorer) insertJob(row *jobRow) error {
 	base := rs.versions[versionKey{row.ID, row.Version}]
 	if base == nil {
 		return fmt.Errorf("job %q: version %d is not in the snapshot: %w", row.ID, row.Version, caravan.ErrInvalid)
@@ -174,28 +103,19 @@ func (rs *restorer) readJob() error {
 	return nil
 }
 
-// readSummary keeps the summary's groups and indexes; its counts are
+// insertSummary keeps a summary's groups and indexes; its counts are
 // computed again from the allocations.
-func (rs *restorer) readSummary() error {
-	s, err := decode[caravan.JobSummary](rs)
-	if err != nil {
-		return err
-	}
-	for g := range s.Groups {
+func (rs *restorer) insertSummary(row *summaryRow) error {
+	s := &caravan.JobSummary{JobID: row.JobID, Groups: make(map[string]caravan.GroupSummary, len(row.Groups)),
+		CreateIndex: row.CreateIndex, ModifyIndex: row.ModifyIndex}
+	for _, g := range row.Groups {
 		s.Groups[g] = caravan.GroupSummary{}
-	}
-	if s.Groups == nil {
-		s.Groups = map[string]caravan.GroupSummary{}
 	}
 	rs.summaries[s.JobID] = s
 	return nil
 }
 
-func (rs *restorer) readAlloc() error {
-	a, err := decode[caravan.Allocation](rs)
-	if err != nil {
-		return err
-	}
+func (rs *restorer) insertAlloc(a *caravan.Allocation) error {
 	key := versionKey{a.JobID, a.JobVersion}
 	a.Job = rs.versions[key]
 	if a.Job == nil {
@@ -210,6 +130,9 @@ func (rs *restorer) readAlloc() error {
 	if !a.Terminal() {
 		rs.usage[a.NodeID] = rs.usage[a.NodeID].Add(&a.Resources)
 	}
+	for _, k := range []setKey{{tableJobAllocs, a.JobID}, {TableNodeUsage, a.NodeID}} {
+		rs.sets[k] = append(rs.sets[k], a.ID)
+	}
 	if s := rs.summaries[a.JobID]; s != nil {
 		s.Add(a, +1)
 	}
@@ -217,11 +140,18 @@ func (rs *restorer) readAlloc() error {
 }
 
 // finish writes the derived data: usage of every node with allocations
-// that are not terminal, and a summary for every job.
+// that are not terminal, the allocation sets, and a summary for every job.
 func (rs *restorer) finish() error {
-	for _, id := range slices.Sorted(maps.Keys(rs.usage)) {
-		if err := rs.txn.Insert(TableNodeUsage, &usageRow{NodeID: id, Usage: rs.usage[id]}); err != nil {
-			return fmt.Errorf("insert usage of node %q: %w", id, err)
+	for k, ids := range rs.sets {
+		exact := make([]string, len(ids))
+		copy(exact, ids)
+		slices.Sort(exact)
+		set := &allocSet{Key: k.key, IDs: exact}
+		if k.table == TableNodeUsage {
+			set.Usage = rs.usage[k.key]
+		}
+		if err := rs.txn.Insert(k.table, set); err != nil {
+			return fmt.Errorf("insert %s %q: %w", k.table, k.key, err)
 		}
 	}
 	it, err := rs.txn.Get(TableJobs, indexID)

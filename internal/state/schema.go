@@ -21,14 +21,16 @@ const (
 	TableServers     = "servers"
 	TableIndex       = "index"
 	TableSequence    = "sequence"
+
+	// tableJobAllocs holds the allocation sets of jobs (allocsets.go);
+	// those of nodes are in TableNodeUsage.
+	tableJobAllocs = "job_allocs"
 )
 
 // Index names.
 const (
 	indexID      = "id"
 	indexJob     = "job"
-	indexNode    = "node"
-	indexEval    = "eval"
 	indexOpenJob = "open_job" // evaluations still pending or blocked, by job
 )
 
@@ -50,13 +52,6 @@ type indexRow struct {
 type sequenceRow struct {
 	Name  string `json:"name"`
 	Value uint64 `json:"value"`
-}
-
-// usageRow holds a node's usage. Rows exist only while the node has
-// allocations that are not terminal.
-type usageRow struct {
-	NodeID string
-	Usage  caravan.NodeUsage
 }
 
 // jobIDSequence names the sequence of job ids.
@@ -169,6 +164,14 @@ func jobKey(obj any) (string, bool) {
 	return j.ID, true
 }
 
+func setKeyOf(obj any) (string, bool) {
+	s, ok := obj.(*allocSet)
+	if !ok {
+		return "", false
+	}
+	return s.Key, true
+}
+
 func evalKey(f func(*caravan.Evaluation) string) func(any) (string, bool) {
 	return func(obj any) (string, bool) {
 		e, ok := obj.(*caravan.Evaluation)
@@ -206,8 +209,9 @@ func secondaryIndex(name string, room int, key func(any) (string, bool)) *memdb.
 	return &memdb.IndexSchema{Name: name, AllowMissing: true, Indexer: &stringIndex{key: key, room: room}}
 }
 
-// uuidLen is the length of the ids of evaluations and allocations.
-const uuidLen = 36
+// pkRoom is the room non-unique indexes reserve for the primary key memdb
+// appends: an evaluation's or allocation's id and its NUL.
+const pkRoom = 36 + 1
 
 func schema() *memdb.DBSchema {
 	tables := []*memdb.TableSchema{
@@ -224,15 +228,13 @@ func schema() *memdb.DBSchema {
 		})}},
 		{Name: TableEvals, Indexes: map[string]*memdb.IndexSchema{
 			indexID:      idIndex(evalKey(func(e *caravan.Evaluation) string { return e.ID })),
-			indexJob:     secondaryIndex(indexJob, uuidLen, evalKey(func(e *caravan.Evaluation) string { return e.JobID })),
-			indexOpenJob: secondaryIndex(indexOpenJob, uuidLen, evalKey(openEvalJob)),
+			indexJob:     secondaryIndex(indexJob, pkRoom, evalKey(func(e *caravan.Evaluation) string { return e.JobID })),
+			indexOpenJob: secondaryIndex(indexOpenJob, pkRoom, evalKey(openEvalJob)),
 		}},
 		{Name: TableAllocs, Indexes: map[string]*memdb.IndexSchema{
 			indexID:   idIndex(allocKey(func(a *caravan.Allocation) string { return a.ID })),
-			indexJob:  secondaryIndex(indexJob, uuidLen, allocKey(func(a *caravan.Allocation) string { return a.JobID })),
-			indexNode: secondaryIndex(indexNode, uuidLen, allocKey(func(a *caravan.Allocation) string { return a.NodeID })),
-			indexEval: secondaryIndex(indexEval, uuidLen, allocKey(func(a *caravan.Allocation) string { return a.EvalID })),
 		}},
+		{Name: tableJobAllocs, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(setKeyOf)}},
 		{Name: TableNodes, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(obj any) (string, bool) {
 			n, ok := obj.(*caravan.Node)
 			if !ok {
@@ -240,13 +242,7 @@ func schema() *memdb.DBSchema {
 			}
 			return n.ID, true
 		})}},
-		{Name: TableNodeUsage, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(obj any) (string, bool) {
-			u, ok := obj.(*usageRow)
-			if !ok {
-				return "", false
-			}
-			return u.NodeID, true
-		})}},
+		{Name: TableNodeUsage, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(setKeyOf)}},
 		{Name: TableServers, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(obj any) (string, bool) {
 			m, ok := obj.(*ServerMember)
 			if !ok {

@@ -198,17 +198,34 @@ func (s *Snapshot) AllocByID(id string) (*caravan.Allocation, error) {
 // AllocsByJob returns every allocation of the job still in state, of every
 // version, terminal ones included, in id order (scheduler.State).
 func (s *Snapshot) AllocsByJob(jobID string) ([]*caravan.Allocation, error) {
-	return list[*caravan.Allocation](s, TableAllocs, indexJob, jobID)
+	return s.allocsIn(tableJobAllocs, jobID)
 }
 
 // AllocsByNode returns every allocation on the node, in id order.
 func (s *Snapshot) AllocsByNode(nodeID string) ([]*caravan.Allocation, error) {
-	return list[*caravan.Allocation](s, TableAllocs, indexNode, nodeID)
+	return s.allocsIn(TableNodeUsage, nodeID)
 }
 
-// AllocsByEval returns the allocations an evaluation placed, in id order.
+// AllocsByEval returns the allocations an evaluation placed, in id order,
+// or ErrNotFound when the evaluation is not in state. (Allocations have no
+// index by evaluation, to save memory: they are found among the
+// evaluation's job's.)
 func (s *Snapshot) AllocsByEval(evalID string) ([]*caravan.Allocation, error) {
-	return list[*caravan.Allocation](s, TableAllocs, indexEval, evalID)
+	e, err := s.EvalByID(evalID)
+	if err != nil {
+		return nil, err
+	}
+	allocs, err := s.AllocsByJob(e.JobID)
+	if err != nil {
+		return nil, err
+	}
+	out := allocs[:0]
+	for _, a := range allocs {
+		if a.EvalID == evalID {
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 // Allocs iterates every allocation in id order.
@@ -240,7 +257,7 @@ func (s *Snapshot) NodeUsage(nodeID string) (caravan.NodeUsage, error) {
 		return caravan.NodeUsage{}, err
 	}
 	if obj != nil {
-		return obj.(*usageRow).Usage, nil
+		return obj.(*allocSet).Usage, nil
 	}
 	if _, err := s.NodeByID(nodeID); err != nil {
 		return caravan.NodeUsage{}, err

@@ -106,7 +106,9 @@ func (s *Store) BlockingQuery(ctx context.Context, minIndex uint64, query func(w
 func (s *Store) write(index uint64, fn func(tx *txn) error) error {
 	d := s.current.Load()
 	mt := d.db.Txn(true)
-	mt.TrackChanges()
+	if s.broker != nil {
+		mt.TrackChanges()
+	}
 	tx := newTxn(mt, index, s.logger)
 	if err := fn(tx); err != nil {
 		mt.Abort()
@@ -116,10 +118,9 @@ func (s *Store) write(index uint64, fn func(tx *txn) error) error {
 		mt.Abort()
 		return fmt.Errorf("update derived state at index %d: %w", index, err)
 	}
-	changes := mt.Changes()
 	mt.Commit()
 	if s.broker != nil {
-		if evs := eventsOf(index, changes); len(evs) > 0 {
+		if evs := eventsOf(index, mt.Changes()); len(evs) > 0 {
 			s.broker.Publish(evs)
 		}
 	}

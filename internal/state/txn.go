@@ -19,17 +19,21 @@ type txn struct {
 	index  uint64
 	logger *slog.Logger
 
-	// usage holds the changed usage of nodes, by node id.
-	usage map[string]caravan.NodeUsage
 	// summaries holds the job summaries this write changes, copied once
 	// per write.
 	summaries map[string]*summaryChange
 	// touched lists jobs whose status must be derived again.
 	touched map[string]struct{}
+	// sets holds the allocation sets of jobs and nodes the write changes.
+	sets map[setKey]*setChange
 	// nodes caches node lookups for sharing strings with allocations.
 	nodes map[string]*caravan.Node
 	// strs interns repeated strings (evaluation ids) within the write.
 	strs map[string]string
+	// tables lists the tables written, for the index table.
+	tables map[string]bool
+	// versions caches job version lookups until job_versions is written.
+	versions map[versionKey]*caravan.Job
 }
 
 func newTxn(mt *memdb.Txn, index uint64, logger *slog.Logger) *txn {
@@ -37,9 +41,9 @@ func newTxn(mt *memdb.Txn, index uint64, logger *slog.Logger) *txn {
 		mt:        mt,
 		index:     index,
 		logger:    logger,
-		usage:     map[string]caravan.NodeUsage{},
 		summaries: map[string]*summaryChange{},
 		touched:   map[string]struct{}{},
+		tables:    map[string]bool{},
 	}
 }
 
@@ -56,13 +60,23 @@ func (tx *txn) insert(table string, obj any) error {
 	if err := tx.mt.Insert(table, obj); err != nil {
 		return fmt.Errorf("insert into %s: %w", table, err)
 	}
+	tx.wrote(table)
 	return nil
+}
+
+// wrote records a write to table.
+func (tx *txn) wrote(table string) {
+	tx.tables[table] = true
+	if table == TableJobVersions {
+		tx.versions = nil
+	}
 }
 
 func (tx *txn) delete(table string, obj any) error {
 	if err := tx.mt.Delete(table, obj); err != nil {
 		return fmt.Errorf("delete from %s: %w", table, err)
 	}
+	tx.wrote(table)
 	return nil
 }
 
@@ -75,11 +89,20 @@ func (tx *txn) job(id string) (*caravan.Job, error) {
 }
 
 func (tx *txn) jobVersion(id string, version uint64) (*caravan.Job, error) {
+	k := versionKey{id, version}
+	if j, ok := tx.versions[k]; ok {
+		return j, nil
+	}
 	obj, err := tx.first(TableJobVersions, id, version)
-	if obj == nil || err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return obj.(*caravan.Job), nil
+	j, _ := obj.(*caravan.Job)
+	if tx.versions == nil {
+		tx.versions = map[versionKey]*caravan.Job{}
+	}
+	tx.versions[k] = j
+	return j, nil
 }
 
 func (tx *txn) node(id string) (*caravan.Node, error) {
@@ -112,19 +135,6 @@ func (tx *txn) eval(id string) (*caravan.Evaluation, error) {
 		return nil, err
 	}
 	return obj.(*caravan.Evaluation), nil
-}
-
-// allocsBy lists the allocations of a job or a node, as the write sees them.
-func (tx *txn) allocsBy(index, key string) ([]*caravan.Allocation, error) {
-	it, err := tx.mt.Get(TableAllocs, index, key)
-	if err != nil {
-		return nil, fmt.Errorf("list allocations by %s %q: %w", index, key, err)
-	}
-	var out []*caravan.Allocation
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, obj.(*caravan.Allocation))
-	}
-	return out, nil
 }
 
 // intern returns a shared copy of s for strings repeated within one write.
@@ -193,23 +203,14 @@ func (tx *txn) setSummary(jobID string, s *caravan.JobSummary) error {
 	return nil
 }
 
-// usageOf returns the node's usage as changed by this write.
-func (tx *txn) usageOf(nodeID string) (caravan.NodeUsage, error) {
-	if u, ok := tx.usage[nodeID]; ok {
-		return u, nil
-	}
-	obj, err := tx.first(TableNodeUsage, nodeID)
-	if obj == nil || err != nil {
-		return caravan.NodeUsage{}, err
-	}
-	return obj.(*usageRow).Usage, nil
-}
-
 // putAlloc writes an allocation that replaces old (nil for a new one) and
 // keeps node usage, the job's summary and status in step.
 func (tx *txn) putAlloc(old, a *caravan.Allocation) error {
 	if err := tx.insert(TableAllocs, a); err != nil {
 		return fmt.Errorf("allocation %s: %w", a.ID, err)
+	}
+	if err := tx.trackAlloc(old, a); err != nil {
+		return err
 	}
 	return tx.allocChanged(old, a)
 }
@@ -218,6 +219,9 @@ func (tx *txn) putAlloc(old, a *caravan.Allocation) error {
 func (tx *txn) deleteAlloc(old *caravan.Allocation) error {
 	if err := tx.delete(TableAllocs, old); err != nil {
 		return fmt.Errorf("allocation %s: %w", old.ID, err)
+	}
+	if err := tx.trackAlloc(old, nil); err != nil {
+		return err
 	}
 	return tx.allocChanged(old, nil)
 }
@@ -263,18 +267,18 @@ func (tx *txn) adjustUsage(old, a *caravan.Allocation) error {
 		return nil
 	}
 	if oldCounts {
-		u, err := tx.usageOf(old.NodeID)
+		c, err := tx.setChange(TableNodeUsage, old.NodeID)
 		if err != nil {
 			return err
 		}
-		tx.usage[old.NodeID] = u.Remove(&old.Resources)
+		c.usage, c.written = c.usage.Remove(&old.Resources), true
 	}
 	if newCounts {
-		u, err := tx.usageOf(a.NodeID)
+		c, err := tx.setChange(TableNodeUsage, a.NodeID)
 		if err != nil {
 			return err
 		}
-		tx.usage[a.NodeID] = u.Add(&a.Resources)
+		c.usage, c.written = c.usage.Add(&a.Resources), true
 	}
 	return nil
 }
@@ -296,11 +300,6 @@ func (tx *txn) hasOpenEval(jobID string) (bool, error) {
 // finish writes the derived data gathered by the write, then the index
 // table for every table written.
 func (tx *txn) finish() error {
-	for _, id := range slices.Sorted(maps.Keys(tx.usage)) {
-		if err := tx.writeUsage(id, tx.usage[id]); err != nil {
-			return err
-		}
-	}
 	for _, id := range slices.Sorted(maps.Keys(tx.touched)) {
 		if err := tx.deriveJobStatus(id); err != nil {
 			return err
@@ -310,6 +309,9 @@ func (tx *txn) finish() error {
 		if err := tx.writeSummary(tx.summaries[id]); err != nil {
 			return err
 		}
+	}
+	if err := tx.writeSets(); err != nil {
+		return err
 	}
 	return tx.writeIndexes()
 }
@@ -329,17 +331,6 @@ func (tx *txn) writeSummary(c *summaryChange) error {
 		c.cur.CreateIndex = tx.index
 	}
 	return tx.insert(TableJobSummary, c.cur)
-}
-
-func (tx *txn) writeUsage(nodeID string, u caravan.NodeUsage) error {
-	if u.Allocs > 0 {
-		return tx.insert(TableNodeUsage, &usageRow{NodeID: nodeID, Usage: u})
-	}
-	obj, err := tx.first(TableNodeUsage, nodeID)
-	if obj == nil || err != nil {
-		return err
-	}
-	return tx.delete(TableNodeUsage, obj)
 }
 
 // deriveJobStatus writes the job again when its derived status changed.
@@ -377,13 +368,7 @@ func (tx *txn) statusOf(j *caravan.Job, moreOpen bool) (string, error) {
 
 // writeIndexes records the Raft index for every table the write changed.
 func (tx *txn) writeIndexes() error {
-	tables := map[string]bool{}
-	for _, c := range tx.mt.Changes() {
-		if c.Table != TableIndex {
-			tables[c.Table] = true
-		}
-	}
-	for _, t := range slices.Sorted(maps.Keys(tables)) {
+	for _, t := range slices.Sorted(maps.Keys(tx.tables)) {
 		if err := tx.insert(TableIndex, &indexRow{Table: t, Index: tx.index}); err != nil {
 			return err
 		}

@@ -61,22 +61,34 @@ func mergeClientUpdate(a *caravan.Allocation, u *caravan.AllocClientUpdate, inde
 		}
 	}
 	if len(u.TaskStates) > 0 {
-		c.TaskStates = make(map[string]*caravan.TaskState, len(a.TaskStates)+len(u.TaskStates))
-		for name, ts := range a.TaskStates {
-			c.TaskStates[name] = ts
-		}
-		for name, ts := range u.TaskStates {
-			if ts == nil {
-				continue
-			}
-			if old := a.TaskStates[name]; old != nil && caravan.TaskStateTerminal(old.State) && !caravan.TaskStateTerminal(ts.State) {
-				continue
-			}
-			ts.State = taskState(ts.State)
-			c.TaskStates[name] = ts
-		}
+		c.TaskStates = mergeTaskStates(a.TaskStates, u.TaskStates)
 	}
 	return c
+}
+
+// mergeTaskStates merges reported task states into stored ones: a task
+// state that is terminal stays. The write owns reported and returns it,
+// completed with the stored states, to keep no second map.
+func mergeTaskStates(stored, reported map[string]*caravan.TaskState) map[string]*caravan.TaskState {
+	for name, ts := range reported {
+		if ts == nil {
+			delete(reported, name)
+			continue
+		}
+		ts.State = taskState(ts.State)
+		for _, e := range ts.Events {
+			if e != nil {
+				e.Type = taskEventType(e.Type)
+			}
+		}
+	}
+	for name, old := range stored {
+		ts, ok := reported[name]
+		if !ok || old != nil && caravan.TaskStateTerminal(old.State) && !caravan.TaskStateTerminal(ts.State) {
+			reported[name] = old
+		}
+	}
+	return reported
 }
 
 func terminalClientStatus(s string) bool {
@@ -169,7 +181,9 @@ func (tx *txn) placeAlloc(a *caravan.Allocation, now time.Time) error {
 			"alloc_id", a.ID, "job_id", a.JobID, "job_version", a.JobVersion)
 		return nil
 	}
-	c := a.ShallowCopy()
+	// The write owns a: storing it, not a copy, leaves no garbage between
+	// the allocations in the heap.
+	c := a
 	if err := tx.lean(c, job); err != nil {
 		return err
 	}
@@ -255,6 +269,18 @@ func desiredStatus(s string) string {
 
 func clientStatus(s string) string {
 	for _, c := range [...]string{caravan.AllocClientPending, caravan.AllocClientRunning, caravan.AllocClientComplete, caravan.AllocClientFailed, caravan.AllocClientLost} {
+		if s == c {
+			return c
+		}
+	}
+	return s
+}
+
+func taskEventType(s string) string {
+	for _, c := range [...]string{caravan.TaskEventReceived, caravan.TaskEventSetup, caravan.TaskEventSetupFailure,
+		caravan.TaskEventDriverFailure, caravan.TaskEventStarted, caravan.TaskEventExited, caravan.TaskEventTimeout,
+		caravan.TaskEventOOM, caravan.TaskEventKilling, caravan.TaskEventKilled, caravan.TaskEventRestarting,
+		caravan.TaskEventNotRestarting, caravan.TaskEventSiblingFailed, caravan.TaskEventLost, caravan.TaskEventReattached} {
 		if s == c {
 			return c
 		}

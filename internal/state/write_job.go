@@ -161,7 +161,7 @@ func (tx *txn) nextJobID() (string, error) {
 // earlier job's.
 func (tx *txn) newSummary(j *caravan.Job) (uint64, error) {
 	s := &caravan.JobSummary{JobID: j.ID, Groups: map[string]caravan.GroupSummary{}}
-	allocs, err := tx.allocsBy(indexJob, j.ID)
+	allocs, err := tx.allocsIn(tableJobAllocs, j.ID)
 	if err != nil {
 		return 0, err
 	}
@@ -232,8 +232,10 @@ func (tx *txn) purgeJob(j *caravan.Job) error {
 	if err := tx.delete(TableJobs, j); err != nil {
 		return err
 	}
-	if _, err := tx.mt.DeleteAll(TableJobVersions, indexID+"_prefix", j.ID); err != nil {
+	if n, err := tx.mt.DeleteAll(TableJobVersions, indexID+"_prefix", j.ID); err != nil {
 		return fmt.Errorf("delete versions of job %q: %w", j.ID, err)
+	} else if n > 0 {
+		tx.wrote(TableJobVersions)
 	}
 	return tx.setSummary(j.ID, nil)
 }

@@ -159,7 +159,7 @@ func (s *Store) updateNode(index uint64, now time.Time, nodeID string, evals []*
 
 // loseAllocs marks the allocations of a node that went down lost.
 func (tx *txn) loseAllocs(n *caravan.Node, now time.Time) error {
-	allocs, err := tx.allocsBy(indexNode, n.ID)
+	allocs, err := tx.allocsIn(TableNodeUsage, n.ID)
 	if err != nil {
 		return err
 	}

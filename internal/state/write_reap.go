@@ -89,7 +89,7 @@ func (tx *txn) reapVersion(v JobVersionRef) error {
 		tx.logger.Warn("not reaping the current version of a job", "job_id", v.JobID, "job_version", v.Version)
 		return nil
 	}
-	allocs, err := tx.allocsBy(indexJob, v.JobID)
+	allocs, err := tx.allocsIn(tableJobAllocs, v.JobID)
 	if err != nil {
 		return err
 	}
