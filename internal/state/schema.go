@@ -232,7 +232,7 @@ func schema() *memdb.DBSchema {
 			indexOpenJob: secondaryIndex(indexOpenJob, pkRoom, evalKey(openEvalJob)),
 		}},
 		{Name: TableAllocs, Indexes: map[string]*memdb.IndexSchema{
-			indexID:   idIndex(allocKey(func(a *caravan.Allocation) string { return a.ID })),
+			indexID: idIndex(allocKey(func(a *caravan.Allocation) string { return a.ID })),
 		}},
 		{Name: tableJobAllocs, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(setKeyOf)}},
 		{Name: TableNodes, Indexes: map[string]*memdb.IndexSchema{indexID: idIndex(func(obj any) (string, bool) {
