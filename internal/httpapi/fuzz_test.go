@@ -4,12 +4,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caravan-sched/caravan"
 	"github.com/caravan-sched/caravan/api"
 )
+
+// fuzzCallLimit bounds one fuzzed request.
+const fuzzCallLimit = 20 * time.Second
 
 // fuzzHandler posts arbitrary bodies to one route of a real server's API
 // (in-process, without the network) and fails on a 5xx or a body that is
@@ -31,7 +36,17 @@ func fuzzHandler(f *testing.F, path string, header string, seeds ...string) {
 		if header != "" {
 			req.Header.Set(api.HeaderNodeSecret, header)
 		}
-		h.ServeHTTP(rec, req)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.ServeHTTP(rec, req)
+		}()
+		select {
+		case <-done:
+		case <-time.After(fuzzCallLimit):
+			buf := make([]byte, 1<<22)
+			t.Fatalf("POST %s %q: no answer after %v; goroutines:\n%s", path, body, fuzzCallLimit, buf[:runtime.Stack(buf, true)])
+		}
 		if rec.Code >= 500 {
 			t.Fatalf("POST %s %q: %d %s", path, body, rec.Code, rec.Body)
 		}
