@@ -126,8 +126,12 @@ func writeRunOutcome(ctx context.Context, c *api.Client, w io.Writer, eval *cara
 		fmt.Fprintln(w, "==> Placement failures")
 		writePlacementFailures(w, eval.FailedTGAllocs)
 	}
-	if eval.BlockedEval != "" {
-		fmt.Fprintf(w, "==> Evaluation %s is blocked: what did not fit is placed when capacity frees up\n", shortID(eval.BlockedEval))
+	blocked := eval.BlockedEval
+	if eval.Status == caravan.EvalStatusBlocked {
+		blocked = eval.ID
+	}
+	if blocked != "" {
+		fmt.Fprintf(w, "==> Evaluation %s is blocked: what did not fit is placed when capacity frees up\n", shortID(blocked))
 	}
 	if eval.Status == caravan.EvalStatusFailed {
 		return
@@ -150,7 +154,7 @@ func runExit(eval *caravan.Evaluation) error {
 			desc = "no reason given"
 		}
 		return fmt.Errorf("evaluation %s failed: %s", eval.ID, desc)
-	case eval.BlockedEval != "" || len(eval.FailedTGAllocs) > 0:
+	case eval.Status == caravan.EvalStatusBlocked || eval.BlockedEval != "" || len(eval.FailedTGAllocs) > 0:
 		return &ExitError{Code: exitBlocked}
 	}
 	return nil

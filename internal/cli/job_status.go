@@ -55,7 +55,11 @@ func listJobs(ctx context.Context, c *api.Client, f *clientFlags) error {
 	tw := newTable(f.env.Stdout)
 	row(tw, "ID", "NAME", "TYPE", "PRIORITY", "POOL", "STATUS", "ALLOCATIONS", "SUBMITTED")
 	for _, j := range jobs {
-		row(tw, j.ID, j.Name, j.Type, j.Priority, j.NodePool, j.Status, summaryCounts(j.Summary), ago(j.SubmitTime, now))
+		name := j.Name
+		if name == "" {
+			name = j.ID
+		}
+		row(tw, j.ID, name, j.Type, j.Priority, j.NodePool, j.Status, summaryCounts(j.Summary), ago(j.SubmitTime, now))
 	}
 	return tw.Flush()
 }

@@ -15,25 +15,79 @@ import (
 // monitorWait is how long one blocking query of the monitor may wait.
 const monitorWait = 30 * time.Second
 
-// evalMonitor follows one evaluation and the allocations of its job with
+// evalMonitor follows an evaluation and the allocations of its job with
 // blocking queries, printing the evaluation's status changes and each
-// placement as it happens, until the evaluation is terminal.
+// placement as it happens, until the evaluation is done. An evaluation
+// superseded by a newer one is followed by that one.
 //
 //	watchEval ───▶ evals  ─┐
-//	                       ├─▶ follow: print changes ─▶ terminal? ─▶ result
-//	watchAllocs ─▶ allocs ─┘
+//	                       ├─▶ followOne: print changes ─▶ done? ─┬─ cancelled ─▶ follow the newer one
+//	watchAllocs ─▶ allocs ─┘                                     └─ complete, failed, blocked ─▶ result
 type evalMonitor struct {
 	client *api.Client
 	out    io.Writer
 	jobID  string
 
-	evalID string
-	shown  map[string]string // allocation id → client status printed
+	followed map[string]bool   // evaluations followed so far
+	shown    map[string]string // allocation id → client status printed
 }
 
-// follow returns the terminal evaluation and the allocations it placed.
+// maxEvalHops bounds how many superseding evaluations are followed.
+const maxEvalHops = 10
+
+// follow returns the evaluation that ended the work (for a blocked one,
+// the evaluation that explains its failures) and the allocations placed.
 func (m *evalMonitor) follow(ctx context.Context, evalID string) (*caravan.Evaluation, []*caravan.Allocation, error) {
-	m.evalID, m.shown = evalID, map[string]string{}
+	m.followed, m.shown = map[string]bool{}, map[string]string{}
+	var ev *caravan.Evaluation
+	for hop := 0; ; hop++ {
+		m.followed[evalID] = true
+		var err error
+		if ev, err = m.followOne(ctx, evalID); err != nil {
+			return nil, nil, err
+		}
+		if ev.Status != caravan.EvalStatusCancelled || hop == maxEvalHops {
+			break
+		}
+		next, err := m.successor(ctx, ev)
+		if err != nil || next == nil {
+			break
+		}
+		fmt.Fprintf(m.out, "==> Evaluation %s was superseded by evaluation %s\n", shortID(ev.ID), shortID(next.ID))
+		evalID = next.ID
+	}
+	if ev.Status == caravan.EvalStatusBlocked && ev.PreviousEval != "" {
+		// The evaluation that made the blocked one holds the reasons.
+		if prev, _, err := m.client.Evaluation(ctx, ev.PreviousEval, nil); err == nil {
+			ev = prev
+		}
+	}
+	// One last read, so that every placement is printed even when the
+	// allocation watch lags behind.
+	list, _, err := m.client.JobAllocations(ctx, m.jobID, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the job's allocations: %w", err)
+	}
+	return ev, m.placements(list), nil
+}
+
+// successor returns the newest evaluation of the job created after ev that
+// is not cancelled, or nil.
+func (m *evalMonitor) successor(ctx context.Context, ev *caravan.Evaluation) (*caravan.Evaluation, error) {
+	evals, _, err := m.client.JobEvaluations(ctx, m.jobID, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range newestFirst(evals) {
+		if e.CreateIndex > ev.CreateIndex && e.Status != caravan.EvalStatusCancelled && !m.followed[e.ID] {
+			return e, nil
+		}
+	}
+	return nil, nil
+}
+
+// followOne follows one evaluation until it is terminal or blocked.
+func (m *evalMonitor) followOne(ctx context.Context, evalID string) (*caravan.Evaluation, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	evals := make(chan *caravan.Evaluation)
 	allocs := make(chan []*caravan.Allocation)
@@ -65,35 +119,28 @@ func (m *evalMonitor) follow(ctx context.Context, evalID string) (*caravan.Evalu
 				fmt.Fprintf(m.out, "==> Evaluation %s %s\n", shortID(ev.ID), describeEval(ev))
 				lastStatus = ev.Status
 			}
-			if !ev.Terminal() {
-				continue
+			if ev.Terminal() || ev.Status == caravan.EvalStatusBlocked {
+				return ev, nil
 			}
-			// One last read, so that every placement of the evaluation
-			// is printed even when the allocation watch lags behind.
-			list, _, err := m.client.JobAllocations(ctx, m.jobID, nil)
-			if err != nil {
-				return nil, nil, fmt.Errorf("read the job's allocations: %w", err)
-			}
-			return ev, m.placements(list), nil
 		case list := <-allocs:
 			m.placements(list)
 		case err := <-errs:
 			if errors.Is(err, caravan.ErrNotFound) {
-				return nil, nil, fmt.Errorf("follow evaluation %s: %w: %w", evalID, errEvalGone, err)
+				return nil, fmt.Errorf("follow evaluation %s: %w: %w", evalID, errEvalGone, err)
 			}
-			return nil, nil, fmt.Errorf("follow evaluation %s: %w", evalID, err)
+			return nil, fmt.Errorf("follow evaluation %s: %w", evalID, err)
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
 
-// placements prints new placements of the evaluation and status changes of
-// those already shown, and returns the evaluation's allocations.
+// placements prints new placements of the followed evaluations and status
+// changes of those already shown, and returns their allocations.
 func (m *evalMonitor) placements(list []*caravan.Allocation) []*caravan.Allocation {
 	var mine []*caravan.Allocation
 	for _, a := range list {
-		if a.EvalID != m.evalID {
+		if !m.followed[a.EvalID] {
 			continue
 		}
 		mine = append(mine, a)
