@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -115,21 +117,38 @@ func settle() {
 
 // BenchmarkAgentMemory measures the memory of the agent's process tree
 // idle and with benchTasks running `sleep` tasks, each in its own
-// allocation under the real exec driver and the real `caravan supervise`
-// binary. It reports MB per task: the growth of the whole tree (agent,
-// supervisors and the sleep processes), and the part of it that is
-// caravan's own (without the tasks themselves).
+// allocation under the real exec driver. It reports MB per task: the
+// growth of the whole tree (agent, supervisors and the sleep processes),
+// and the part of it that is caravan's own (without the tasks themselves).
+//
+// The supervisor is the real `caravan supervise` (caravan-binary), and, for
+// comparison, the same supervisor built alone (small-supervisor,
+// testdata/supervise): a Go process pays at start for the init of every
+// package linked into it.
 //
 //	go test -run '^$' -bench BenchmarkAgentMemory -benchtime=1x ./internal/agent/
 func BenchmarkAgentMemory(b *testing.B) {
 	testenv.RequireCgroups(b)
-	bin := testenv.CaravanBinary(b)
-	for b.Loop() {
-		benchAgentMemory(b, bin)
-	}
+	b.Run("caravan-binary", func(b *testing.B) {
+		bin := testenv.CaravanBinary(b)
+		for b.Loop() {
+			benchAgentMemory(b, []string{bin, "supervise"})
+		}
+	})
+	b.Run("small-supervisor", func(b *testing.B) {
+		bin := filepath.Join(b.TempDir(), "supervise")
+		cmd := exec.Command("go", "build", "-o", bin, "./testdata/supervise")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("build the small supervisor: %v\n%s", err, out)
+		}
+		for b.Loop() {
+			benchAgentMemory(b, []string{bin, "supervise"})
+		}
+	})
 }
 
-func benchAgentMemory(b *testing.B, bin string) {
+func benchAgentMemory(b *testing.B, supervise []string) {
 	srv := newFakeServer(b, 5*time.Second)
 	base, err := os.MkdirTemp("", "caravan-agent-bench-")
 	if err != nil {
@@ -140,7 +159,7 @@ func benchAgentMemory(b *testing.B, bin string) {
 	}
 	cfg := Config{
 		DataDir: base, Servers: []string{srv.addr()}, HTTPAddr: "127.0.0.1:0", NodeName: "bench",
-		SupervisorCommand: []string{bin, "supervise"}, CgroupParent: testCgroupParent,
+		SupervisorCommand: supervise, CgroupParent: testCgroupParent,
 		DisableDocker: true, StopTasksOnShutdown: true, UpdateInterval: 200 * time.Millisecond,
 	}
 	b.Cleanup(func() {
