@@ -295,8 +295,8 @@ func (r *Runner) fold() *taskrunner.Kill {
 			r.clientStatus = caravan.AllocClientLost
 		}
 		r.description = fmt.Sprintf("task %q %s", r.decider, failedText(st.State))
-		if n := len(st.Events); n > 0 && st.Events[n-1].Message != "" {
-			r.description += ": " + st.Events[n-1].Message
+		if e := endEvent(st); e != nil && e.Message != "" {
+			r.description += ": " + e.Message
 		}
 	case allDead && anyCancelled:
 		r.clientStatus, r.terminalReason = caravan.AllocClientComplete, caravan.TaskStateCancelled
@@ -313,6 +313,18 @@ func (r *Runner) fold() *taskrunner.Kill {
 		r.clientStatus, r.description = caravan.AllocClientPending, "tasks are starting"
 	}
 	return kill
+}
+
+// endEvent is the newest event that tells how the task ended.
+func endEvent(st *caravan.TaskState) *caravan.TaskEvent {
+	for i := len(st.Events) - 1; i >= 0; i-- {
+		switch e := st.Events[i]; e.Type {
+		case caravan.TaskEventExited, caravan.TaskEventOOM, caravan.TaskEventTimeout, caravan.TaskEventDriverFailure,
+			caravan.TaskEventSetupFailure, caravan.TaskEventLost:
+			return e
+		}
+	}
+	return nil
 }
 
 func failedText(state string) string {

@@ -115,10 +115,11 @@ func TestAllocLifecycle(t *testing.T) {
 		jobType string
 		tasks   []*caravan.Task
 		// act runs after the tasks started.
-		act      func(r *Runner)
-		statuses []string
-		reason   string
-		states   map[string]string
+		act         func(r *Runner)
+		statuses    []string
+		reason      string
+		description string
+		states      map[string]string
 		// siblingEvents are the event types of the named task.
 		eventsOf string
 		events   []string
@@ -134,8 +135,9 @@ func TestAllocLifecycle(t *testing.T) {
 			tasks: []*caravan.Task{task("web", "run"), task("db", "exit 1 after 2s; exit 2 after 2s")},
 			// db fails at 2s, restarts at 12s, fails for good at 14s.
 			statuses: []string{"pending", "running", "failed"}, reason: "failed",
-			states:   map[string]string{"web": "cancelled", "db": "failed"},
-			eventsOf: "web", events: []string{"received", "setup", "started", "sibling_failed", "killing", "killed"},
+			description: `task "db" failed: exit code 2`,
+			states:      map[string]string{"web": "cancelled", "db": "failed"},
+			eventsOf:    "web", events: []string{"received", "setup", "started", "sibling_failed", "killing", "killed"},
 		},
 		{
 			name: "time limit decides the reason", jobType: caravan.JobTypeBatch,
@@ -189,6 +191,9 @@ func TestAllocLifecycle(t *testing.T) {
 					t.Errorf("client statuses (-want +got):\n%s", diff)
 				}
 				last := h.ups.last()
+				if tc.description != "" && last.ClientDescription != tc.description {
+					t.Errorf("description = %q, want %q", last.ClientDescription, tc.description)
+				}
 				if last.TerminalReason != tc.reason {
 					t.Errorf("terminal reason = %q, want %q (%s)", last.TerminalReason, tc.reason, last.ClientDescription)
 				}
