@@ -12,10 +12,13 @@ import (
 	"github.com/caravan-sched/caravan"
 )
 
-// encode writes v as the JSON body of a response with status.
+// encode writes v as the JSON body of a response with status (one line,
+// without HTML escaping: "&&" in a command stays readable).
 func encode[T any](w http.ResponseWriter, r *http.Request, status int, v T) {
-	buf, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		requestLogger(r).Error("encode response", "error", err)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -24,7 +27,7 @@ func encode[T any](w http.ResponseWriter, r *http.Request, status int, v T) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(buf, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decodeInto reads a request body strictly into a new T (see decode).
