@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -84,12 +85,21 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, sub *events.S
 		return
 	}
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	streamCtx, stop := a.untilShutdown(r.Context())
+	defer stop()
+	var last uint64
 	for {
-		ctx, cancel := context.WithTimeout(r.Context(), a.keepAlive)
+		ctx, cancel := context.WithTimeout(streamCtx, a.keepAlive)
 		evs, err := sub.Next(ctx)
 		cancel()
 		switch {
 		case r.Context().Err() != nil:
+			return
+		case streamCtx.Err() != nil:
+			msg := fmt.Sprintf("the server is shutting down; reconnect from index %d: %v", last, caravan.ErrUnavailable)
+			_ = enc.Encode(caravan.ErrorResponse{Error: msg, RequestID: info(r).id})
+			_ = rc.Flush()
 			return
 		case errors.Is(err, context.DeadlineExceeded):
 			if _, err := w.Write([]byte("{}\n")); err != nil {
@@ -103,6 +113,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, sub *events.S
 		default:
 			for i := range evs {
 				e := &evs[i]
+				last = e.Index
 				if err := enc.Encode(caravan.Event{Topic: string(e.Topic), Type: e.Type, Key: e.Key, Index: e.Index, Payload: e.Payload}); err != nil {
 					return
 				}

@@ -111,6 +111,8 @@ func subsequence(got, want []string) []string {
 // error line and the end of the stream.
 func TestEventStreamKeepAliveAndCutOff(t *testing.T) {
 	a := &API{logger: testLogger(), keepAlive: 20 * time.Millisecond}
+	a.stopped, a.stop = context.WithCancel(context.Background())
+	defer a.stop()
 	b := events.NewBroker(16)
 	sub, err := b.Subscribe(events.SubscribeRequest{BufferSize: 1})
 	if err != nil {
@@ -150,6 +152,24 @@ func TestEventStreamKeepAliveAndCutOff(t *testing.T) {
 	var e caravan.ErrorResponse
 	if err := json.Unmarshal([]byte(lastLine), &e); err != nil || !strings.Contains(e.Error, "fell more than") {
 		t.Errorf("last line %q, want an error line", lastLine)
+	}
+}
+
+// TestEventStreamShutdown: a server that stops ends its streams with an
+// error line.
+func TestEventStreamShutdown(t *testing.T) {
+	a := &API{logger: testLogger(), keepAlive: time.Minute}
+	a.stopped, a.stop = context.WithCancel(context.Background())
+	sub, err := events.NewBroker(16).Subscribe(events.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	time.AfterFunc(50*time.Millisecond, a.stop)
+	rec := httptest.NewRecorder()
+	a.streamEvents(rec, httptest.NewRequest(http.MethodGet, "/v1/event/stream", nil), sub)
+	if !strings.Contains(rec.Body.String(), "shutting down") {
+		t.Errorf("stream at shutdown: %q", rec.Body)
 	}
 }
 

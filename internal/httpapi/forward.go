@@ -159,7 +159,9 @@ func (a *API) handleAllocLogs() http.Handler {
 		u := serviceURL(node.HTTPAddr)
 		u.Path = "/v1/client/allocation/" + al.ID + "/logs"
 		t := &proxyTarget{url: u, what: fmt.Sprintf("the agent of node %s at %s", node.Name, node.HTTPAddr)}
-		a.logProxy.ServeHTTP(w, withTarget(r, t))
+		ctx, stop := a.untilShutdown(r.Context())
+		defer stop()
+		a.logProxy.ServeHTTP(w, withTarget(r.WithContext(ctx), t))
 		return nil
 	})
 }

@@ -24,9 +24,11 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"time"
 
 	"github.com/caravan-sched/caravan/internal/server"
@@ -48,6 +50,14 @@ type API struct {
 
 	// keepAlive is how often an idle event stream sends "{}".
 	keepAlive time.Duration
+
+	// stopped ends when an http.Server serving the API starts shutting
+	// down: long requests (blocking queries, event streams, log follows)
+	// end then rather than hold the shutdown or outlive it.
+	stopped context.Context
+	stop    context.CancelFunc
+	// hooked holds the *http.Server values whose shutdown is watched.
+	hooked sync.Map
 }
 
 // New returns the HTTP API of srv. Log lines go to logger (nil discards
@@ -65,6 +75,7 @@ func New(srv *server.Server, logger *slog.Logger) http.Handler {
 
 		keepAlive: eventKeepAlive,
 	}
+	a.stopped, a.stop = context.WithCancel(context.Background())
 	a.forwarder = a.newForwarder()
 	a.logProxy = a.newLogProxy()
 	for _, rt := range a.routes() {
@@ -77,4 +88,27 @@ func New(srv *server.Server, logger *slog.Logger) http.Handler {
 // ServeHTTP serves one request through the middleware and the router.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.serve(w, r, a.mux)
+}
+
+// watchShutdown makes the shutdown of the http.Server that serves r end
+// the API's long requests (see API.stopped).
+func (a *API) watchShutdown(r *http.Request) {
+	hs, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok {
+		return
+	}
+	if _, seen := a.hooked.LoadOrStore(hs, struct{}{}); !seen {
+		hs.RegisterOnShutdown(a.stop)
+	}
+}
+
+// untilShutdown returns a context that also ends when the server starts
+// shutting down.
+func (a *API) untilShutdown(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.stopped, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }

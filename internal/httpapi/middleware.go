@@ -62,10 +62,12 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	w.Header().Set(api.HeaderRequestID, id)
 	rec := &recorder{ResponseWriter: w}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
+	a.watchShutdown(r)
 
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
+				a.finish(r, ri, rec, start)
 				panic(p) // net/http's way to abort a response quietly
 			}
 			ri.logger.Error("panic serving a request", "method", r.Method, "path", r.URL.Path,

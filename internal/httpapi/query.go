@@ -74,8 +74,8 @@ type readFunc[T any] func(snap *state.Snapshot, meta *readMeta) (T, uint64, erro
 
 // serveRead answers a read, as a blocking query when ?index is given: the
 // read runs again each time something it read changes, until the index it
-// returns passes ?index or ?wait (jittered) runs out, and then answers with
-// what it read last. X-Caravan-Index carries the index (at least 1, so a
+// returns passes ?index or ?wait (jittered) runs out (or the server stops),
+// and then answers with what it read last. X-Caravan-Index carries the index (at least 1, so a
 // client that blocks on it never spins on 0).
 func serveRead[T any](a *API, w http.ResponseWriter, r *http.Request, read readFunc[T]) error {
 	b, err := parseBlocking(r)
@@ -84,9 +84,11 @@ func serveRead[T any](a *API, w http.ResponseWriter, r *http.Request, read readF
 	}
 	ctx := r.Context()
 	if b.index > 0 {
-		var cancel context.CancelFunc
+		var cancel, stop context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, jitter(b.wait))
 		defer cancel()
+		ctx, stop = a.untilShutdown(ctx)
+		defer stop()
 	}
 	var out T
 	var meta readMeta
