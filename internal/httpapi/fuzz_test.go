@@ -97,3 +97,10 @@ func FuzzNomadJobs(f *testing.F) {
 		`{"task_groups":[{"tasks":[{"config":{"command":"echo hi | tr a-z A-Z > out.txt"}}]}]}`,
 		`{"id":"","task_groups":[]}`, `{"task_groups":[{"count":1000001}]}`, `{}`, `null`)
 }
+
+func FuzzNodeDrain(f *testing.F) {
+	fuzzHandler(f, "/v1/node/{node}/drain", "",
+		`{"drain":{"deadline":"10m"}}`, `{"drain":{"deadline":-1,"ignore_system_jobs":true}}`,
+		`{"drain":null,"mark_eligible":true}`, `{"drain":{"deadline":1e300}}`,
+		`{"drain":{"started_at":"2026-01-01T00:00:00Z","force_deadline":"0001-01-01T00:00:00Z"}}`, `{}`)
+}
