@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
 
 	"github.com/caravan-sched/caravan"
+	jsonv2 "github.com/go-json-experiment/json"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -156,7 +156,7 @@ func readJSONLine(br *bufio.Reader, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(line, v); err != nil {
+	if err := jsonv2.Unmarshal(line, v); err != nil {
 		return fmt.Errorf("%v: %w", err, caravan.ErrInvalid)
 	}
 	return nil
@@ -205,7 +205,7 @@ func decodeAll[T any](b *rowBatch) ([]any, error) {
 			return nil, fmt.Errorf("section %s, row %d: null: %w", b.section, b.first+i, caravan.ErrInvalid)
 		}
 		v := new(T)
-		if err := json.Unmarshal(line, v); err != nil {
+		if err := jsonv2.Unmarshal(line, v); err != nil {
 			return nil, fmt.Errorf("section %s, row %d: %v: %w", b.section, b.first+i, err, caravan.ErrInvalid)
 		}
 		rows[i] = v

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/caravan-sched/caravan"
@@ -70,18 +71,7 @@ func mergeClientUpdate(a *caravan.Allocation, u *caravan.AllocClientUpdate, inde
 // state that is terminal stays. The write owns reported and returns it,
 // completed with the stored states, to keep no second map.
 func mergeTaskStates(stored, reported map[string]*caravan.TaskState) map[string]*caravan.TaskState {
-	for name, ts := range reported {
-		if ts == nil {
-			delete(reported, name)
-			continue
-		}
-		ts.State = taskState(ts.State)
-		for _, e := range ts.Events {
-			if e != nil {
-				e.Type = taskEventType(e.Type)
-			}
-		}
-	}
+	sanitizeTaskStates(reported)
 	for name, old := range stored {
 		ts, ok := reported[name]
 		if !ok || old != nil && caravan.TaskStateTerminal(old.State) && !caravan.TaskStateTerminal(ts.State) {
@@ -89,6 +79,22 @@ func mergeTaskStates(stored, reported map[string]*caravan.TaskState) map[string]
 		}
 	}
 	return reported
+}
+
+// sanitizeTaskStates drops null task states and events from states the
+// write owns, and shares the words they use.
+func sanitizeTaskStates(states map[string]*caravan.TaskState) {
+	for name, ts := range states {
+		if ts == nil {
+			delete(states, name)
+			continue
+		}
+		ts.State = taskState(ts.State)
+		ts.Events = slices.DeleteFunc(ts.Events, func(e *caravan.TaskEvent) bool { return e == nil })
+		for _, e := range ts.Events {
+			e.Type = taskEventType(e.Type)
+		}
+	}
 }
 
 func terminalClientStatus(s string) bool {
@@ -253,6 +259,7 @@ func (tx *txn) lean(a *caravan.Allocation, job *caravan.Job) error {
 	a.DesiredStatus = desiredStatus(a.DesiredStatus)
 	a.ClientStatus = clientStatus(a.ClientStatus)
 	a.TerminalReason = taskState(a.TerminalReason)
+	sanitizeTaskStates(a.TaskStates)
 	return nil
 }
 

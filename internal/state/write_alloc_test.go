@@ -281,3 +281,28 @@ func TestPlanApplyBadInputWritesNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestNullTaskEventsAreDropped(t *testing.T) {
+	s := allocFixture(t, caravan.JobTypeService)
+	u := update(1, "running", nil)
+	u.TaskStates = map[string]*caravan.TaskState{"server": {State: caravan.TaskStateRunning,
+		Events: []*caravan.TaskEvent{nil, {Type: caravan.TaskEventStarted, Time: at(2)}, nil}}}
+	mustOK(t, s.UpdateAllocsFromClient(5, at(2), nodeID(1), []*caravan.AllocClientUpdate{u}, nil))
+	placed := testAlloc(9, "web", 0, 1)
+	placed.TaskStates = map[string]*caravan.TaskState{"server": {State: caravan.TaskStatePending, Events: []*caravan.TaskEvent{nil}}, "gone": nil}
+	mustOK(t, s.ApplyPlans(6, at(3), []PlanUpdate{{Allocs: []*caravan.Allocation{placed}}}))
+	// Losing the node copies every task state: no null may be left.
+	mustOK(t, s.UpdateNodeStatus(7, at(4), nodeID(1), caravan.NodeStatusDown, "", nil))
+	a := must[*caravan.Allocation](t)(s.Snapshot().AllocByID(allocID(1)))
+	var types []string
+	for _, e := range a.TaskStates["server"].Events {
+		types = append(types, e.Type)
+	}
+	if diff := cmp.Diff([]string{caravan.TaskEventStarted, caravan.TaskEventLost}, types); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if a9 := must[*caravan.Allocation](t)(s.Snapshot().AllocByID(allocID(9))); len(a9.TaskStates) != 1 {
+		t.Errorf("placed task states = %v", a9.TaskStates)
+	}
+	checkDerived(t, s)
+}

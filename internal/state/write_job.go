@@ -28,8 +28,8 @@ type RegisteredJob struct {
 // forceNewVersion (a restart), and keeps its version otherwise. eval, when
 // not nil, is written for the job.
 func (s *Store) RegisterJob(index uint64, now time.Time, job *caravan.Job, eval *caravan.Evaluation, forceNewVersion bool) (RegisteredJob, error) {
-	if job == nil {
-		return RegisteredJob{}, fmt.Errorf("register job: job is null: %w", caravan.ErrInvalid)
+	if err := checkJobShape(job); err != nil {
+		return RegisteredJob{}, fmt.Errorf("register job: %w", err)
 	}
 	var out RegisteredJob
 	err := s.write(index, func(tx *txn) error {
@@ -65,6 +65,26 @@ func (s *Store) RegisterJob(index uint64, now time.Time, job *caravan.Job, eval 
 		return RegisteredJob{}, fmt.Errorf("register job %q: %w", job.ID, err)
 	}
 	return out, nil
+}
+
+// checkJobShape refuses a job the store cannot work with: null, or with a
+// null task group or task. (The server validates jobs before they reach the
+// log; this keeps a malformed entry from crashing every server.)
+func checkJobShape(j *caravan.Job) error {
+	if j == nil {
+		return caravan.Invalidf("job", "null")
+	}
+	for i, tg := range j.TaskGroups {
+		if tg == nil {
+			return caravan.Invalidf(fmt.Sprintf("task_groups[%d]", i), "null")
+		}
+		for k, t := range tg.Tasks {
+			if t == nil {
+				return caravan.Invalidf(fmt.Sprintf("task_groups[%d].tasks[%d]", i, k), "null")
+			}
+		}
+	}
+	return nil
 }
 
 // evalForJob fills in the evaluation's job fields.

@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/caravan-sched/caravan"
@@ -120,6 +121,16 @@ func TestRegisterJobBadInput(t *testing.T) {
 	_, err := s.RegisterJob(1, at(0), nil, nil, false)
 	if !errors.Is(err, caravan.ErrInvalid) {
 		t.Errorf("nil job: error = %v, want ErrInvalid", err)
+	}
+	nullGroup := testJob("x", caravan.JobTypeBatch, 1)
+	nullGroup.TaskGroups = append(nullGroup.TaskGroups, nil)
+	if _, err := s.RegisterJob(1, at(0), nullGroup, nil, false); !errors.Is(err, caravan.ErrInvalid) || !strings.Contains(err.Error(), "task_groups[1]") {
+		t.Errorf("null task group: error = %v", err)
+	}
+	nullTask := testJob("x", caravan.JobTypeBatch, 1)
+	nullTask.TaskGroups[0].Tasks = []*caravan.Task{nil}
+	if _, err := s.RegisterJob(1, at(0), nullTask, nil, false); !errors.Is(err, caravan.ErrInvalid) || !strings.Contains(err.Error(), "task_groups[0].tasks[0]") {
+		t.Errorf("null task: error = %v", err)
 	}
 	_, err = s.RegisterJob(2, at(0), testJob("x", caravan.JobTypeBatch, 1), &caravan.Evaluation{}, false)
 	if !errors.Is(err, caravan.ErrInvalid) {
