@@ -72,6 +72,7 @@ func TestEvaluationOutcome(t *testing.T) {
 		JobID: "api", JobModifyIndex: 99, NodePool: caravan.DefaultNodePool,
 		Status: caravan.EvalStatusBlocked, StatusDescription: descBlocked,
 		PreviousEval: eval.ID, SubmitTime: eval.SubmitTime, CreateTime: testNow, ModifyTime: testNow,
+		SnapshotIndex: 4242, // the blocked set wakes it on capacity changes after this
 	}
 	if diff := cmp.Diff(wantBlocked, blocked, cmpopts.IgnoreFields(caravan.Evaluation{}, "ID")); diff != "" {
 		t.Errorf("blocked evaluation (-want +got):\n%s", diff)

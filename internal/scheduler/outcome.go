@@ -165,6 +165,8 @@ func (c *evalCtx) evals(queued map[string]int, failed bool) []*caravan.Evaluatio
 		b := c.newEval(caravan.EvalStatusBlocked, caravan.TriggerQueuedAllocs)
 		b.StatusDescription = descBlocked
 		b.SubmitTime = c.eval.SubmitTime
+		// The blocked set wakes it on capacity changes after this index.
+		b.SnapshotIndex = c.plan.SnapshotIndex
 		up.BlockedEval = b.ID
 		out = append(out, b)
 	}

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -61,7 +62,7 @@ type Server struct {
 
 	// handler serves the HTTP API; set by SetHandler before Run.
 	handler  http.Handler
-	listener net.Listener
+	httpAddr atomic.Value // string: the bound HTTP address, once listening
 
 	leaderMu     sync.Mutex
 	leaderCancel context.CancelFunc
@@ -130,7 +131,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.raft.Close()
 		return fmt.Errorf("listen on %s: %w", s.cfg.HTTPAddr(), err)
 	}
-	s.listener = ln
+	s.httpAddr.Store(ln.Addr().String())
 	handler := s.handler
 	if handler == nil {
 		handler = http.NotFoundHandler()
@@ -170,10 +171,8 @@ func (s *Server) Run(ctx context.Context) error {
 // HTTPAddr returns the address the HTTP listener is bound to (useful when
 // the configured port was 0). Empty before Run has started listening.
 func (s *Server) HTTPAddr() string {
-	if s.listener == nil {
-		return ""
-	}
-	return s.listener.Addr().String()
+	addr, _ := s.httpAddr.Load().(string)
+	return addr
 }
 
 // State returns the state store (reads only; writes go through Raft).

@@ -87,7 +87,7 @@ func (w *worker) process(ctx context.Context, eval *caravan.Evaluation, token st
 			return err
 		}
 	}
-	return w.giveUp(ctx, eval)
+	return w.giveUp(ctx, eval, snap.Index())
 }
 
 // submit sends the plan to the applier and waits for its result. The
@@ -110,13 +110,14 @@ func (w *worker) submit(ctx context.Context, eval *caravan.Evaluation, token str
 
 // giveUp completes an evaluation whose plans kept conflicting, leaving a
 // blocked evaluation for what is left.
-func (w *worker) giveUp(ctx context.Context, eval *caravan.Evaluation) error {
+func (w *worker) giveUp(ctx context.Context, eval *caravan.Evaluation, snapshotIndex uint64) error {
 	now := time.Now()
 	done := eval.Copy()
 	blocked := w.s.newEval(eval.JobID, eval.Type, eval.Priority, eval.NodePool, caravan.TriggerMaxPlans, now)
 	blocked.Status = caravan.EvalStatusBlocked
 	blocked.PreviousEval = eval.ID
 	blocked.SubmitTime = eval.SubmitTime
+	blocked.SnapshotIndex = snapshotIndex
 	done.Status = caravan.EvalStatusComplete
 	done.StatusDescription = fmt.Sprintf("plans conflicted %d times; the rest waits in evaluation %s", maxPlanAttempts, blocked.ID)
 	done.BlockedEval = blocked.ID
