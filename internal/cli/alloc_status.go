@@ -158,7 +158,7 @@ func describeEvent(e *caravan.TaskEvent) string {
 	if e.Message != "" {
 		parts = append(parts, e.Message)
 	}
-	if e.Type == caravan.TaskEventExited || e.ExitCode != 0 {
+	if (e.Type == caravan.TaskEventExited || e.ExitCode != 0) && !strings.Contains(e.Message, "exit code") {
 		parts = append(parts, fmt.Sprintf("exit code %d", e.ExitCode))
 	}
 	if e.Signal != 0 {
