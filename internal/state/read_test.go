@@ -14,19 +14,6 @@ import (
 	"github.com/hashicorp/go-memdb"
 )
 
-// schedulerState mirrors scheduler.State; the store_scheduler_test.go
-// assertion checks the real interface.
-type schedulerState interface {
-	Job(id string) (*caravan.Job, error)
-	AllocsByJob(jobID string) ([]*caravan.Allocation, error)
-	Node(id string) (*caravan.Node, error)
-	Nodes() ([]*caravan.Node, error)
-	NodeUsage(nodeID string) (caravan.NodeUsage, error)
-	Index() uint64
-}
-
-var _ schedulerState = (*Snapshot)(nil)
-
 func TestJobsPaging(t *testing.T) {
 	s := newStore(t)
 	for i, id := range []string{"api", "app-1", "app-2", "app-3", "batch", "web"} {

@@ -8,8 +8,11 @@ import (
 	"sync"
 
 	"github.com/caravan-sched/caravan"
+	"github.com/caravan-sched/caravan/internal/scheduler"
 	"github.com/hashicorp/go-memdb"
 )
+
+var _ scheduler.State = (*Snapshot)(nil)
 
 // Snapshot is an immutable view of the state at one moment. Reads on it
 // are consistent with each other and safe from any goroutine; a snapshot
