@@ -189,3 +189,16 @@ func testContext(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// testContextWithCancel is testContext with its cancel function.
+func testContextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx, cancel
+}
+
+// runAgent runs a process command (agent, server) until ctx ends, with its
+// logs in logs.
+func runAgent(ctx context.Context, logs io.Writer, args ...string) error {
+	return cli.Run(ctx, args, nil, strings.NewReader(""), io.Discard, logs)
+}

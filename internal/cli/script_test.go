@@ -34,6 +34,7 @@ import (
 //	waitjob ID STATUS      wait up to 20s for the job to reach STATUS
 //	waitallocs ID STATUS N wait up to 20s for N allocations of the job in STATUS
 //	stdin FILE             the next caravan command reads FILE as stdin
+//	cut VAR N              keep the first N characters of VAR
 //
 // Files follow the commands, each after a line "-- name --".
 func TestScripts(t *testing.T) {
@@ -208,6 +209,12 @@ func (s *script) exec(line string) error {
 			return err
 		}
 		return s.waitAllocs(args[0], args[1], n)
+	case "cut":
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		s.vars[args[0]] = s.vars[args[0]][:min(n, len(s.vars[args[0]]))]
 	case "stdin":
 		s.stdin = filepath.Join(s.vars["WORK"], args[0])
 	default:
