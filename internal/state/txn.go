@@ -206,6 +206,10 @@ func (tx *txn) setSummary(jobID string, s *caravan.JobSummary) error {
 // putAlloc writes an allocation that replaces old (nil for a new one) and
 // keeps node usage, the job's summary and status in step.
 func (tx *txn) putAlloc(old, a *caravan.Allocation) error {
+	if old != nil && (old.JobID != a.JobID || old.NodeID != a.NodeID) {
+		return fmt.Errorf("allocation %s cannot move from job %q on node %q to job %q on node %q: %w",
+			a.ID, old.JobID, old.NodeID, a.JobID, a.NodeID, caravan.ErrInvalid)
+	}
 	if err := tx.insert(TableAllocs, a); err != nil {
 		return fmt.Errorf("allocation %s: %w", a.ID, err)
 	}
@@ -252,9 +256,6 @@ func (tx *txn) allocChanged(old, a *caravan.Allocation) error {
 		}
 	}
 	tx.touched[jobID] = struct{}{}
-	if old != nil && a != nil && old.JobID != a.JobID {
-		return fmt.Errorf("allocation %s moved from job %q to %q: %w", a.ID, old.JobID, a.JobID, caravan.ErrInvalid)
-	}
 	return nil
 }
 
