@@ -34,7 +34,7 @@ func addClientFlags(cmd *cobra.Command, env *Env) *clientFlags {
 	if def == "" {
 		def = defaultAddress
 	}
-	cmd.Flags().StringVar(&f.address, "address", def, "address of a caravan server (default from "+addressEnv+")")
+	cmd.Flags().StringVar(&f.address, "address", def, "address of a caravan server ("+addressEnv+" sets the default)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON instead of tables")
 	return f
 }

@@ -17,29 +17,48 @@ import (
 
 // The HCL form of a job follows the JSON schema: a field whose value is an
 // object is a block, a list of objects is a repeated block under a singular
-// name, everything else is an attribute. These tables hold the exceptions.
-var (
-	// hclBlockNames renames list fields to their singular block names.
-	hclBlockNames = map[string]string{
-		"task_groups": "group",
-		"tasks":       "task",
-		"constraints": "constraint",
-		"spreads":     "spread",
-		"ports":       "port",
+// name, everything else is an attribute. These functions hold the
+// exceptions.
+
+// hclBlockName renames a list field to its singular block name.
+func hclBlockName(jsonName string) (string, bool) {
+	switch jsonName {
+	case "task_groups":
+		return "group", true
+	case "tasks":
+		return "task", true
+	case "constraints":
+		return "constraint", true
+	case "spreads":
+		return "spread", true
+	case "ports":
+		return "port", true
 	}
-	// hclLabels names the field that a block's label sets.
-	hclLabels = map[string]string{
-		"job":   "id",
-		"group": "name",
-		"task":  "name",
-		"port":  "label",
+	return "", false
+}
+
+// hclLabel names the field that a block's label sets ("" for none).
+func hclLabel(blockType string) string {
+	switch blockType {
+	case "job":
+		return "id"
+	case "group", "task":
+		return "name"
+	case "port":
+		return "label"
 	}
-	// hclServerFields are job fields only the server sets.
-	hclServerFields = map[string]bool{
-		"stop": true, "status": true, "status_description": true, "version": true,
-		"submit_time": true, "create_index": true, "modify_index": true, "job_modify_index": true,
+	return ""
+}
+
+// hclServerField reports whether a job field is set only by the server.
+func hclServerField(name string) bool {
+	switch name {
+	case "stop", "status", "status_description", "version", "submit_time",
+		"create_index", "modify_index", "job_modify_index":
+		return true
 	}
-)
+	return false
+}
 
 var jobType = reflect.TypeFor[caravan.Job]()
 
@@ -150,7 +169,7 @@ func (h *hclReader) file(body *hclsyntax.Body) map[string]any {
 // block reads one block describing struct type t at path.
 func (h *hclReader) block(b *hclsyntax.Block, t reflect.Type, path string) map[string]any {
 	obj := map[string]any{}
-	label := hclLabels[b.Type]
+	label := hclLabel(b.Type)
 	switch {
 	case label == "" && len(b.Labels) > 0:
 		h.errAt(b.LabelRanges[0], path, "a %s block takes no label", b.Type)
@@ -175,11 +194,11 @@ func (h *hclReader) body(body *hclsyntax.Body, t reflect.Type, path string, obj 
 	byName := make(map[string]field, len(fields))
 	var names []string
 	for _, f := range fields {
-		if t == jobType && hclServerFields[f.name] {
+		if t == jobType && hclServerField(f.name) {
 			continue
 		}
 		n := f.name
-		if bn, ok := hclBlockNames[f.name]; ok {
+		if bn, ok := hclBlockName(f.name); ok {
 			n = bn
 		}
 		byName[n] = f
@@ -264,11 +283,11 @@ func (h *hclReader) childBlock(b *hclsyntax.Block, f field, path string, obj map
 // unknown reports an unknown attribute or block name.
 func (h *hclReader) unknown(r hcl.Range, path, name string, names []string, what string) {
 	p := joinPath(path, name)
-	if hclServerFields[name] && path == "" {
+	if hclServerField(name) && path == "" {
 		h.errAt(r, p, "%s is set by the server, not in a job file", name)
 		return
 	}
-	if bn, ok := hclBlockNames[name]; ok {
+	if bn, ok := hclBlockName(name); ok {
 		h.errAt(r, p, "unknown %s %q: write one %s block for each", what, name, bn)
 		return
 	}
