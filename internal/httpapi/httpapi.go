@@ -69,7 +69,7 @@ func New(srv *server.Server, logger *slog.Logger) http.Handler {
 	a := &API{
 		srv:     srv,
 		store:   srv.State(),
-		logger:  logger.With("component", "http"),
+		logger:  logger.With("component", "http", "server", srv.Name()),
 		metrics: newHTTPMetrics(srv.Metrics()),
 		mux:     http.NewServeMux(),
 

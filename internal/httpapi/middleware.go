@@ -94,11 +94,14 @@ func (a *API) finish(r *http.Request, ri *requestInfo, rec *recorder, start time
 	}
 	a.metrics.requests.WithLabelValues(pattern, strconv.Itoa(status)).Inc()
 	a.metrics.duration.WithLabelValues(pattern).Observe(d.Seconds())
-	ri.logger.LogAttrs(r.Context(), slog.LevelDebug, "http request",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.String("route", pattern), slog.Int("status", status),
 		slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
-		slog.String("remote", r.RemoteAddr))
+		slog.String("remote", r.RemoteAddr)}
+	if by := r.Header.Get(headerForwardedBy); by != "" {
+		attrs = append(attrs, slog.String("forwarded_by", by))
+	}
+	ri.logger.LogAttrs(r.Context(), slog.LevelDebug, "http request", attrs...)
 }
 
 // recorder remembers the status and size of a response. It passes Flush
