@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // raftOptions are the knobs of the Raft layer that tests and dev mode turn.
@@ -31,6 +32,7 @@ type raftNode struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	logs      *wal.WAL
+	meta      *metadb.BoltMetaDB
 	leaderCh  chan bool
 }
 
@@ -40,23 +42,30 @@ func openRaft(opt raftOptions, fsm raft.FSM, logger *slog.Logger) (*raftNode, er
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
 	}
-	logs, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")))
+	// raft-wal's Close leaves its meta store open (and its file locked),
+	// so we own the meta store and close it ourselves.
+	meta := &metadb.BoltMetaDB{}
+	logs, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(opt.Dir, 2, hl.Named("snapshots"))
 	if err != nil {
 		logs.Close()
+		meta.Close()
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
 	adv, err := net.ResolveTCPAddr("tcp", opt.AdvertiseAddr)
 	if err != nil {
 		logs.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raft advertise address: %w", err)
 	}
 	transport, err := raft.NewTCPTransportWithLogger(opt.BindAddr, adv, 5, 10*time.Second, hl.Named("transport"))
 	if err != nil {
 		logs.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raft transport: %w", err)
 	}
 
@@ -85,6 +94,7 @@ func openRaft(opt raftOptions, fsm raft.FSM, logger *slog.Logger) (*raftNode, er
 		if err != nil {
 			transport.Close()
 			logs.Close()
+			meta.Close()
 			return nil, fmt.Errorf("check raft state: %w", err)
 		}
 		if !has {
@@ -94,6 +104,7 @@ func openRaft(opt raftOptions, fsm raft.FSM, logger *slog.Logger) (*raftNode, er
 			if err := raft.BootstrapCluster(conf, logs, logs, snaps, transport, cfg); err != nil {
 				transport.Close()
 				logs.Close()
+				meta.Close()
 				return nil, fmt.Errorf("bootstrap raft: %w", err)
 			}
 		}
@@ -102,9 +113,10 @@ func openRaft(opt raftOptions, fsm raft.FSM, logger *slog.Logger) (*raftNode, er
 	if err != nil {
 		transport.Close()
 		logs.Close()
+		meta.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	return &raftNode{raft: r, transport: transport, logs: logs, leaderCh: leaderCh}, nil
+	return &raftNode{raft: r, transport: transport, logs: logs, meta: meta, leaderCh: leaderCh}, nil
 }
 
 // Close shuts Raft down and closes its stores.
@@ -114,6 +126,9 @@ func (n *raftNode) Close() error {
 		err = cerr
 	}
 	if cerr := n.logs.Close(); cerr != nil && err == nil && !errors.Is(cerr, os.ErrClosed) {
+		err = cerr
+	}
+	if cerr := n.meta.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
 	return err
