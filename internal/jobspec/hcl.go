@@ -65,7 +65,8 @@ var jobType = reflect.TypeFor[caravan.Job]()
 // hclReader turns an HCL body into the JSON tree of the type it describes,
 // recording the position of every path.
 type hclReader struct {
-	src       []byte
+	src       []byte // the original source
+	lines     *lineIndex
 	positions map[string]pos
 	problems  []Problem
 }
@@ -79,15 +80,15 @@ func parseHCL(filename string, src []byte) (job *caravan.Job, positions map[stri
 			job, positions, problems = nil, nil, []Problem{{Message: fmt.Sprintf("cannot read the file as HCL: %v", r)}}
 		}
 	}()
-	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	h := &hclReader{src: src, lines: newLineIndex(src), positions: map[string]pos{}}
+	file, diags := hclsyntax.ParseConfig(relaxOneLineBlocks(src), filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, nil, diagProblems(diags, "")
+		return nil, nil, h.diagProblems(diags, "")
 	}
 	body, ok := file.Body.(*hclsyntax.Body)
 	if !ok {
 		return nil, nil, []Problem{{Message: "not native HCL syntax"}}
 	}
-	h := &hclReader{src: src, positions: map[string]pos{}}
 	tree := h.file(body)
 	if tree == nil {
 		return nil, nil, h.problems
@@ -114,10 +115,12 @@ func parseHCL(filename string, src []byte) (job *caravan.Job, positions map[stri
 	return &j, h.positions, nil
 }
 
-func toPos(p hcl.Pos) pos { return pos{line: p.Line, col: p.Column} }
+// pos is the place of p in the original source (by byte offset: the
+// parsed source may have blanks turned into newlines).
+func (h *hclReader) pos(p hcl.Pos) pos { return h.lines.pos(p.Byte) }
 
 // diagProblems turns HCL diagnostics into problems about field.
-func diagProblems(diags hcl.Diagnostics, field string) []Problem {
+func (h *hclReader) diagProblems(diags hcl.Diagnostics, field string) []Problem {
 	var out []Problem
 	for _, d := range diags {
 		if d.Severity != hcl.DiagError {
@@ -128,7 +131,8 @@ func diagProblems(diags hcl.Diagnostics, field string) []Problem {
 			p.Message += ": " + d.Detail
 		}
 		if d.Subject != nil {
-			p.Line, p.Column = d.Subject.Start.Line, d.Subject.Start.Column
+			at := h.pos(d.Subject.Start)
+			p.Line, p.Column = at.line, at.col
 		}
 		out = append(out, p)
 	}
@@ -136,7 +140,8 @@ func diagProblems(diags hcl.Diagnostics, field string) []Problem {
 }
 
 func (h *hclReader) errAt(r hcl.Range, field, format string, args ...any) {
-	h.problems = append(h.problems, Problem{Line: r.Start.Line, Column: r.Start.Column, Field: field, Message: fmt.Sprintf(format, args...)})
+	at := h.pos(r.Start)
+	h.problems = append(h.problems, Problem{Line: at.line, Column: at.col, Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
 // file reads the one job block of a file.
@@ -162,7 +167,7 @@ func (h *hclReader) file(body *hclsyntax.Body) map[string]any {
 		}
 		return nil
 	}
-	h.positions[""] = toPos(job.TypeRange.Start)
+	h.positions[""] = h.pos(job.TypeRange.Start)
 	return h.block(job, jobType, "")
 }
 
@@ -177,7 +182,7 @@ func (h *hclReader) block(b *hclsyntax.Block, t reflect.Type, path string) map[s
 		h.errAt(b.LabelRanges[1], path, "a %s block takes one label, its %s", b.Type, label)
 	case len(b.Labels) == 1:
 		obj[label] = b.Labels[0]
-		h.positions[joinPath(path, label)] = toPos(b.LabelRanges[0].Start)
+		h.positions[joinPath(path, label)] = h.pos(b.LabelRanges[0].Start)
 	}
 	labelField := ""
 	if len(b.Labels) == 1 {
@@ -220,7 +225,7 @@ func (h *hclReader) body(body *hclsyntax.Body, t reflect.Type, path string, obj 
 			h.errAt(a.NameRange, p, "the %s is already given as the block's label", f.name)
 			continue
 		}
-		h.positions[p] = toPos(a.NameRange.Start)
+		h.positions[p] = h.pos(a.NameRange.Start)
 		if v, ok := h.value(a.Expr, f.typ, p); ok {
 			obj[f.name] = v
 		}
@@ -244,16 +249,16 @@ func (h *hclReader) childBlock(b *hclsyntax.Block, f field, path string, obj map
 		list, _ := obj[f.name].([]any)
 		ip := indexPath(p, len(list))
 		if len(list) == 0 {
-			h.positions[p] = toPos(b.TypeRange.Start)
+			h.positions[p] = h.pos(b.TypeRange.Start)
 		}
-		h.positions[ip] = toPos(b.TypeRange.Start)
+		h.positions[ip] = h.pos(b.TypeRange.Start)
 		obj[f.name] = append(list, h.block(b, deref(ft.Elem()), ip))
 		return
 	case obj[f.name] != nil:
 		h.errAt(b.TypeRange, p, "%s is given twice (the first is on line %d)", b.Type, h.positions[p].line)
 		return
 	}
-	h.positions[p] = toPos(b.TypeRange.Start)
+	h.positions[p] = h.pos(b.TypeRange.Start)
 	switch {
 	case isBlockType(ft):
 		obj[f.name] = h.block(b, deref(ft), p)
@@ -269,7 +274,7 @@ func (h *hclReader) childBlock(b *hclsyntax.Block, f field, path string, obj map
 		for _, name := range sortedAttrs(b.Body) {
 			a := b.Body.Attributes[name]
 			kp := joinPath(p, name)
-			h.positions[kp] = toPos(a.NameRange.Start)
+			h.positions[kp] = h.pos(a.NameRange.Start)
 			if v, ok := h.value(a.Expr, ft.Elem(), kp); ok {
 				m[name] = v
 			}
@@ -330,7 +335,7 @@ func (h *hclReader) value(expr hclsyntax.Expression, t reflect.Type, path string
 			good := true
 			for i, e := range tuple.Exprs {
 				ip := indexPath(path, i)
-				h.positions[ip] = toPos(e.Range().Start)
+				h.positions[ip] = h.pos(e.Range().Start)
 				v, ok := h.value(e, t.Elem(), ip)
 				good = good && ok
 				out = append(out, v)
@@ -350,7 +355,7 @@ func (h *hclReader) value(expr hclsyntax.Expression, t reflect.Type, path string
 					continue
 				}
 				kp := joinPath(path, key)
-				h.positions[kp] = toPos(item.KeyExpr.Range().Start)
+				h.positions[kp] = h.pos(item.KeyExpr.Range().Start)
 				v, ok := h.value(item.ValueExpr, t.Elem(), kp)
 				good = good && ok
 				out[key] = v
@@ -431,7 +436,7 @@ func (h *hclReader) eval(expr hclsyntax.Expression, path string) (cty.Value, boo
 	}
 	v, diags := expr.Value(nil)
 	if diags.HasErrors() {
-		h.problems = append(h.problems, diagProblems(diags, path)...)
+		h.problems = append(h.problems, h.diagProblems(diags, path)...)
 		return cty.NilVal, false
 	}
 	if !v.IsWhollyKnown() {

@@ -58,6 +58,75 @@ func TestHCLAndJSONDescribeTheSameJob(t *testing.T) {
 	}
 }
 
+// The example of the design brief writes several attributes on one line
+// in a block, which plain HCL refuses; caravan accepts it.
+func TestOneLineBlocksWithSeveralAttributes(t *testing.T) {
+	oneLine := `job "web" {
+  type = "service"
+  datacenters = ["dc1"]
+  constraint { attribute = "${attr.os}"  operator = "="  value = "linux" }
+  group "web" {
+    count = 3
+    restart { attempts = 2  delay = "5s"  interval = "1m"  mode = "fail" }
+    task "server" {
+      driver = "exec"   # optional: inferred
+      config { command = "/bin/sleep"  args = ["1000"] }
+      resources { cpu = 200  memory = "256M" }
+      env = { FOO = "bar" }
+      time_limit = "1h"
+    }
+  }
+}
+`
+	spread := `job "web" {
+  type = "service"
+  datacenters = ["dc1"]
+  constraint {
+    attribute = "${attr.os}"
+    operator  = "="
+    value     = "linux"
+  }
+  group "web" {
+    count = 3
+    restart {
+      attempts = 2
+      delay    = "5s"
+      interval = "1m"
+      mode     = "fail"
+    }
+    task "server" {
+      driver = "exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["1000"]
+      }
+      resources {
+        cpu    = 200
+        memory = "256M"
+      }
+      env        = { FOO = "bar" }
+      time_limit = "1h"
+    }
+  }
+}
+`
+	a, err := Parse("one.hcl", []byte(oneLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse("spread.hcl", []byte(spread))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(b, a); diff != "" {
+		t.Errorf("one-line blocks differ (-spread +one-line):\n%s", diff)
+	}
+	// Unchanged input is returned as is.
+	if got := relaxOneLineBlocks([]byte(spread)); string(got) != spread {
+		t.Errorf("a file without one-line blocks was changed:\n%s", got)
+	}
+}
+
 func TestParseSmallForms(t *testing.T) {
 	tests := []struct {
 		name, file, src string
@@ -185,8 +254,14 @@ func TestParseErrorsSayWhere(t *testing.T) {
 		{
 			name: "HCL syntax error",
 			file: "bad.hcl",
-			src:  "job \"x\" {\n  group \"g\" {\n    restart { attempts = 2  delay = \"5s\" }\n  }\n}\n",
+			src:  "job \"x\" {\n  group \"g\" {\n    restart { attempts = 2  inner { } }\n  }\n}\n",
 			want: []string{"bad.hcl:3:29: Invalid single-argument block definition"},
+		},
+		{
+			name: "HCL error inside a one-line block keeps its place",
+			file: "bad.hcl",
+			src:  "job \"x\" {\n  group \"g\" {\n    restart { attempts = 2  delay = \"soon\" }\n  }\n}\n",
+			want: []string{`bad.hcl:3:29: task_groups[0].restart.delay: invalid duration "soon"`},
 		},
 		{
 			name: "HCL unknown attribute and block",
