@@ -5,8 +5,9 @@
 // is caught before it reaches a server. docs/jobspec.md documents the
 // format for users.
 //
-//	source ──JSON──▶ strict typed walk (positions by offset) ──▶ caravan.Job
-//	       └─HCL───▶ hclsyntax body ─▶ typed walk ─▶ JSON tree ─┘ (positions by path)
+//	source ──JSON──▶ strict typed walk (positions by offset) ──────────────▶ caravan.Job
+//	       └─HCL───▶ one-line blocks spread ─▶ hclsyntax body ─▶ typed walk ─▶ JSON tree ─┘
+//	                                                   (positions by path, from byte offsets)
 //	                                                 │
 //	      Canonicalize a copy + Validate ◀───────────┘ field paths ─▶ positions
 package jobspec
