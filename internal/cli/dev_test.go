@@ -130,12 +130,30 @@ func TestDevStartsAndStops(t *testing.T) {
 		t.Errorf("first instance after the second stopped: exit %d\n%s", r.code, r.stdout)
 	}
 
+	job := filepath.Join(t.TempDir(), "keep.json")
+	writeFile(t, job, `{"id": "keep", "type": "batch", "task_groups": [{"tasks": [{"config": {"command": "true"}}]}]}`)
+	if r := d.run(t, "job", "run", "--detach", job); r.code != 0 {
+		t.Fatalf("job run --detach: exit %d", r.code)
+	}
+
 	d.stop(t)
 	for _, sub := range []string{"server", "agent"} {
 		if _, err := os.Stat(filepath.Join(dir, sub)); err != nil {
 			t.Errorf("data dir lacks %s: %v", sub, err)
 		}
 	}
+
+	// Started again on the same data dir, dev finds its state: the job
+	// and the same node.
+	d = startDev(t, dir)
+	if r := d.run(t, "job", "status"); r.code != 0 || !strings.Contains(r.stdout, "keep") {
+		t.Errorf("job status after a restart: exit %d\n%s", r.code, r.stdout)
+	}
+	waitFor(t, 30*time.Second, "the one dev node after a restart", func() bool {
+		r := d.run(t, "node", "status", "--json")
+		var nodes []*caravan.Node
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &nodes) == nil && len(nodes) == 1
+	})
 }
 
 func TestDevRunsARealProcess(t *testing.T) {
