@@ -26,11 +26,11 @@ func TestFailurePaths(t *testing.T) {
 	if _, err := c.RegisterJob(ctx, sleepJob("old", 1)); err != nil {
 		t.Fatal(err)
 	}
+	// An allocation that finished, so stopping it conflicts.
+	done := waitAllocs(t, ts, "old", 1)[0]
 	if _, err := c.StopJob(ctx, "old", false); err != nil {
 		t.Fatal(err)
 	}
-	// An allocation that finished, so stopping it conflicts.
-	done := waitAllocs(t, ts, "old", 1)[0]
 	agent := ts.client(t, node.SecretID)
 	if _, err := agent.UpdateAllocations(ctx, node.ID, []*caravan.AllocClientUpdate{{ID: done.ID, ClientStatus: caravan.AllocClientComplete}}); err != nil {
 		t.Fatal(err)
