@@ -131,6 +131,9 @@ func TestWriteForwarding(t *testing.T) {
 	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.errBody(t).Error, "leader") {
 		t.Errorf("a write without a leader: %d %s", a.status, a.body)
 	}
+	if a := call(t, http.MethodGet, last.url+"/v1/status/leader", ""); a.status != http.StatusServiceUnavailable {
+		t.Errorf("leader without a leader: %d %s", a.status, a.body)
+	}
 	// Reads are still served.
 	if a := call(t, http.MethodGet, last.url+"/v1/job/web", ""); a.status != http.StatusOK {
 		t.Errorf("a read without a leader: %d %s", a.status, a.body)
