@@ -78,6 +78,13 @@ func New(srv *server.Server, logger *slog.Logger) http.Handler {
 	a.stopped, a.stop = context.WithCancel(context.Background())
 	a.forwarder = a.newForwarder()
 	a.logProxy = a.newLogProxy()
+	context.AfterFunc(a.stopped, func() {
+		for _, p := range []*httputil.ReverseProxy{a.forwarder, a.logProxy} {
+			if t, ok := p.Transport.(*http.Transport); ok {
+				t.CloseIdleConnections()
+			}
+		}
+	})
 	for _, rt := range a.routes() {
 		a.mux.Handle(rt.pattern, a.route(rt))
 	}
