@@ -16,7 +16,8 @@ import (
 
 // Restore reads the persisted state in three stages: one goroutine splits
 // the stream into batches of rows, workers decode batches in parallel (JSON
-// decoding is most of the time), and the restorer inserts the decoded
+// decoding is most of the time; go-json-experiment/json does it in about
+// half the time of encoding/json), and the restorer inserts the decoded
 // batches in stream order. Memory stays bounded by the batches in flight.
 
 // restoreBatchRows is how many rows one batch holds.
