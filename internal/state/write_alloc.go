@@ -256,6 +256,9 @@ func (tx *txn) lean(a *caravan.Allocation, job *caravan.Job) error {
 		}
 	}
 	a.EvalID = tx.intern(a.EvalID)
+	for i := range a.Resources.Ports {
+		a.Resources.Ports[i].Label = tx.intern(a.Resources.Ports[i].Label)
+	}
 	a.DesiredStatus = desiredStatus(a.DesiredStatus)
 	a.ClientStatus = clientStatus(a.ClientStatus)
 	a.TerminalReason = taskState(a.TerminalReason)
