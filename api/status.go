@@ -71,11 +71,19 @@ func (c *Client) EventStream(ctx context.Context, index uint64, topics []string,
 		if len(line) == 0 || string(line) == "{}" {
 			continue // keep-alive
 		}
-		var ev caravan.Event
+		var ev struct {
+			caravan.Event
+			Error string `json:"error"`
+		}
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("decode event: %w", err)
 		}
-		if err := fn(&ev); err != nil {
+		if ev.Error != "" {
+			// The server cut the stream (we fell behind): reconnect from
+			// the last index seen.
+			return fmt.Errorf("event stream ended by the server: %s: %w", ev.Error, caravan.ErrUnavailable)
+		}
+		if err := fn(&ev.Event); err != nil {
 			return err
 		}
 	}

@@ -263,7 +263,7 @@ func (s *Server) lookupNode(snap *state.Snapshot, id string) (*caravan.Node, err
 func (s *Server) authNode(snap *state.Snapshot, nodeID, secret string) (*caravan.Node, error) {
 	node, err := snap.NodeByID(nodeID)
 	if err != nil {
-		return nil, fmt.Errorf("node %q: %w", nodeID, err)
+		return nil, err // already names the node
 	}
 	if node.SecretID != "" && node.SecretID != secret {
 		return nil, fmt.Errorf("node %s: wrong or missing node secret: %w", nodeID, caravan.ErrForbidden)

@@ -136,7 +136,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if handler == nil {
 		handler = http.NotFoundHandler()
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug)}
+	httpSrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+		// Long requests (blocking queries, event streams, log follows)
+		// end when the server stops.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	s.logger.Info("server started", "http", ln.Addr().String(), "raft", s.cfg.AdvertiseRaft())
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -218,10 +225,14 @@ func (s *Server) LeaderRaftAddr() string {
 	return string(addr)
 }
 
-// numWorkers is how many scheduler workers the leader runs.
+// numWorkers is how many scheduler workers the leader runs. A worker spends
+// most of its time waiting for its plan to be committed, and the plan
+// applier can only batch what workers have submitted, so there are many
+// more workers than CPUs: computing a plan takes tens of microseconds,
+// committing one a few milliseconds.
 func (s *Server) numWorkers() int {
 	if n := s.cfg.Server.NumSchedulers; n > 0 {
 		return n
 	}
-	return runtime.GOMAXPROCS(0)
+	return 32 * runtime.GOMAXPROCS(0)
 }
