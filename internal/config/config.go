@@ -113,6 +113,9 @@ type Agent struct {
 	DockerRemoveContainers *bool `hcl:"docker_remove_containers,optional"`
 	// DisableDocker turns the docker driver off.
 	DisableDocker bool `hcl:"disable_docker,optional"`
+	// DisableDockerPull never pulls images: a task whose image is not on
+	// the machine fails at once with a clear error.
+	DisableDockerPull bool `hcl:"disable_docker_pull,optional"`
 }
 
 // Default returns the defaults for a server and an agent.
@@ -236,6 +239,7 @@ func (a *Agent) merge(o *Agent) {
 		a.DockerRemoveContainers = o.DockerRemoveContainers
 	}
 	a.DisableDocker = a.DisableDocker || o.DisableDocker
+	a.DisableDockerPull = a.DisableDockerPull || o.DisableDockerPull
 }
 
 func setString(dst *string, v string) {

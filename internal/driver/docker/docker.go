@@ -83,6 +83,9 @@ type Config struct {
 	// PullTimeout bounds pulling an image that is not on the machine;
 	// default DefaultPullTimeout.
 	PullTimeout time.Duration
+	// DisablePull never pulls: an image missing on the machine is an
+	// error at once. For machines without a registry, and for tests.
+	DisablePull bool
 	// PingTimeout bounds the Engine calls of Fingerprint; default
 	// DefaultPingTimeout.
 	PingTimeout time.Duration

@@ -174,6 +174,9 @@ func (d *Driver) ensureImage(ctx context.Context, ref string) error {
 	if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("inspect image %q: %w", ref, err)
 	}
+	if d.cfg.DisablePull {
+		return &ImageError{Image: ref, Err: errPullDisabled}
+	}
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.PullTimeout)
 	defer cancel()
 	if err := d.pull(pctx, ref); err != nil {
@@ -187,6 +190,9 @@ func (d *Driver) ensureImage(ctx context.Context, ref string) error {
 	}
 	return nil
 }
+
+// errPullDisabled says why a missing image was not pulled.
+var errPullDisabled = errors.New("pulling is disabled on this agent (disable_docker_pull)")
 
 // pullMessage is one JSON object of the Engine's pull progress.
 type pullMessage struct {
