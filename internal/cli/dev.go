@@ -172,7 +172,6 @@ func writeDevBanner(w io.Writer, cfg *config.Config, apiAddr, agentAddr string) 
 	fmt.Fprintf(w, `caravan dev: a server and an agent in this process.
 
   API:         %s
-  Web UI:      %s/ui
   Agent API:   http://%s (node %q)
   Raft:        %s
   Data:        %s
@@ -183,5 +182,5 @@ Submit a job and watch it:
   caravan node status
 
 Press Ctrl-C to stop.
-`, apiAddr, apiAddr, agentAddr, cfg.Agent.NodeName, net.JoinHostPort(cfg.Advertise, strconv.Itoa(cfg.Server.RaftPort)), cfg.DataDir, addrHint)
+`, apiAddr, agentAddr, cfg.Agent.NodeName, net.JoinHostPort(cfg.Advertise, strconv.Itoa(cfg.Server.RaftPort)), cfg.DataDir, addrHint)
 }

@@ -106,7 +106,7 @@ func TestDevStartsAndStops(t *testing.T) {
 	dir := t.TempDir()
 	d := startDev(t, dir)
 	out := d.stdout.String()
-	for _, want := range []string{"API:         " + d.addr, "Web UI:      " + d.addr + "/ui", "caravan job run job.hcl", "export CARAVAN_ADDR=" + d.addr} {
+	for _, want := range []string{"API:         " + d.addr, "caravan job run job.hcl", "export CARAVAN_ADDR=" + d.addr} {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}

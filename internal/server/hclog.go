@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -38,6 +39,14 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...interface{}) {
 		return
 	}
 	all := append(append([]any{}, h.args...), args...)
+	for i, a := range all {
+		// hclog.Fmt values carry a format and its arguments.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				all[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
 	h.logger.Log(context.Background(), lvl, msg, all...)
 }
 
