@@ -36,12 +36,15 @@ type jobRunResult struct {
 // newJobRunCommand is `caravan job run FILE`.
 func newJobRunCommand(env *Env) *cobra.Command {
 	var detach bool
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "run FILE",
 		Short: "Submit a job from a JSON or HCL file and follow its placement",
 		Long: `Submit a job from a file (JSON or HCL, see docs/jobspec.md; "-" reads
 standard input), then follow its evaluation: placements as they happen,
-placement failures with their reasons, and the final state.
+placement failures with their reasons, then the allocations until they
+run (batch jobs: until they finish), for at most --wait, and the final
+state.
 
 Exit codes: 0 when every allocation was placed, 2 when some wait for
 capacity (blocked), 1 on any error.`,
@@ -49,6 +52,7 @@ capacity (blocked), 1 on any error.`,
 	}
 	f := addClientFlags(cmd, env)
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "print the job and evaluation ids and return at once")
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to follow the allocations after placement (0: not at all)")
 	cmd.RunE = f.run(func(ctx context.Context, c *api.Client, args []string) error {
 		job, err := readJobFile(env, args[0])
 		if err != nil {
@@ -82,6 +86,13 @@ capacity (blocked), 1 on any error.`,
 				return nil
 			}
 			return err
+		}
+		if wait > 0 && eval.Status != caravan.EvalStatusFailed {
+			var settled bool
+			allocs, settled = m.settle(ctx, allocs, job.Type == caravan.JobTypeBatch, wait)
+			if !settled && ctx.Err() == nil {
+				fmt.Fprintf(out, "==> Stopped following after %v; the job goes on. See: caravan job status %s\n", wait, resp.JobID)
+			}
 		}
 		res.Evaluation, res.Allocations = eval, allocs
 		if f.json {

@@ -204,3 +204,37 @@ func watch[T any](ctx context.Context, errs chan<- error, out chan<- T, read fun
 		}
 	}
 }
+
+// settle goes on following the placed allocations until none is pending
+// (for batch jobs: until all have finished), or until wait passes, and
+// returns their newest state.
+func (m *evalMonitor) settle(ctx context.Context, placed []*caravan.Allocation, batch bool, wait time.Duration) ([]*caravan.Allocation, bool) {
+	settled := func(list []*caravan.Allocation) bool {
+		for _, a := range list {
+			if a.ClientStatus == caravan.AllocClientPending && !a.ServerTerminal() {
+				return false
+			}
+			if batch && !a.ClientTerminal() && !a.ServerTerminal() {
+				return false
+			}
+		}
+		return true
+	}
+	if len(placed) == 0 || settled(placed) {
+		return placed, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var index uint64
+	for {
+		list, meta, err := m.client.JobAllocations(ctx, m.jobID, &api.QueryOptions{Index: index, Wait: monitorWait})
+		if err != nil {
+			return placed, false
+		}
+		index = meta.LastIndex
+		placed = m.placements(list)
+		if settled(placed) {
+			return placed, true
+		}
+	}
+}
