@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"github.com/caravan-sched/caravan/api"
 	"github.com/caravan-sched/caravan/internal/cli"
 	"github.com/caravan-sched/caravan/internal/testcluster"
+	"github.com/caravan-sched/caravan/internal/testenv"
 )
 
 // TestMain lets this test binary act as the caravan binary when the exec
@@ -30,38 +30,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(cli.ExitCode(err, os.Stderr))
 	}
-	code := m.Run()
-	if code == 0 {
-		if err := checkGoroutines(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkGoroutines fails when goroutines of caravan's packages outlive the
-// tests (after a grace period for shutdowns in flight).
-func checkGoroutines() error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "caravan-sched/caravan/") && !strings.Contains(g, "cli_test.TestMain") &&
-				!strings.Contains(g, "cli_test.checkGoroutines") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d goroutines still running after the tests:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.MainWithLeakCheck(m)
 }
 
 // syncBuffer is a bytes.Buffer safe for the many goroutines of a server

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,42 +17,12 @@ import (
 	"github.com/caravan-sched/caravan/api"
 	"github.com/caravan-sched/caravan/internal/config"
 	"github.com/caravan-sched/caravan/internal/server"
+	"github.com/caravan-sched/caravan/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkGoroutines(10 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkGoroutines waits for every goroutine running this package's code
-// to end: handlers, streams and proxies must not outlive their servers.
-func checkGoroutines(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		buf := make([]byte, 1<<22)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "internal/httpapi.") && !strings.Contains(g, "internal/httpapi.TestMain") &&
-				!strings.Contains(g, "internal/httpapi.checkGoroutines") && !strings.Contains(g, "testing.tRunner") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d goroutines of httpapi still running after the tests:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// TestMain fails the package when handlers, streams or proxies outlive
+// their servers.
+func TestMain(m *testing.M) { testenv.MainWithLeakCheck(m) }
 
 func freePort(t testing.TB) int {
 	t.Helper()
