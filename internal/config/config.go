@@ -51,7 +51,9 @@ type Server struct {
 	// Join lists HTTP addresses of servers to join; retried every
 	// RetryInterval until it works. Empty: bootstrap a new cluster when
 	// there is no Raft state yet.
-	Join          []string `hcl:"join,optional"`
+	Join []string `hcl:"join,optional"`
+	// RetryJoin is another name for Join, as Nomad users write it.
+	RetryJoin     []string `hcl:"retry_join,optional"`
 	RetryInterval string   `hcl:"retry_interval,optional"`
 	// NumSchedulers is the number of scheduler workers; default the
 	// number of CPUs.
@@ -194,8 +196,8 @@ func (c *Config) merge(o *Config) {
 func (s *Server) merge(o *Server) {
 	setInt(&s.HTTPPort, o.HTTPPort)
 	setInt(&s.RaftPort, o.RaftPort)
-	if len(o.Join) > 0 {
-		s.Join = o.Join
+	if len(o.Join) > 0 || len(o.RetryJoin) > 0 {
+		s.Join = append(append([]string(nil), o.Join...), o.RetryJoin...)
 	}
 	setString(&s.RetryInterval, o.RetryInterval)
 	setInt(&s.NumSchedulers, o.NumSchedulers)

@@ -54,6 +54,17 @@ agent {
 	}
 }
 
+func TestRetryJoinIsJoin(t *testing.T) {
+	p := writeFile(t, "j.hcl", "server {\n  retry_join = [\"10.0.0.1:8500\", \"10.0.0.2:8500\"]\n}\n")
+	c := Default()
+	if err := c.LoadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Server.Join) != 2 || c.Server.Join[1] != "10.0.0.2:8500" {
+		t.Errorf("join = %v", c.Server.Join)
+	}
+}
+
 func TestLoadJSON(t *testing.T) {
 	p := writeFile(t, "c.json", `{"name":"s2","server":{"http_port":7000}}`)
 	c := Default()
