@@ -228,3 +228,13 @@ func dialable(addr string) bool {
 	c.Close()
 	return true
 }
+
+// stopJob stops a job or fails the test.
+func stopJob(t testing.TB, c *api.Client, id string) {
+	t.Helper()
+	ctx, cancel := reqCtx()
+	defer cancel()
+	if _, err := c.StopJob(ctx, id, false); err != nil {
+		t.Fatalf("stop job %s: %v", id, err)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -482,19 +481,14 @@ func reqCtx() (context.Context, context.CancelFunc) {
 }
 
 // checkGoroutines fails the test when, after all its other cleanups,
-// goroutines it started are still there.
+// goroutines running caravan's code (this package's included) are left.
 func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines before the test, %d after it:\n%s", before, runtime.NumGoroutine(), buf)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := testenv.CheckGoroutines(10 * time.Second); err != nil {
+			t.Error(err)
 		}
 	})
 }
+
+// TestMain checks for leaked goroutines once more after all the tests.
+func TestMain(m *testing.M) { testenv.MainWithLeakCheck(m) }
