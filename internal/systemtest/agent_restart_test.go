@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,4 +165,88 @@ func checkUser(t *testing.T, pid int, name string) {
 		}
 	}
 	t.Errorf("no Uid line in /proc/%d/status", pid)
+}
+
+// TestAgentKill9CatchesUp kills an agent with SIGKILL, and while it is
+// down a service task dies (its processes killed) and another job is
+// stopped through the API. The agent started again restarts the first in
+// place, by its restart policy, and stops the second.
+func TestAgentKill9CatchesUp(t *testing.T) {
+	testenv.RequireCgroups(t)
+	sb := newSandbox(t)
+	srv := sb.newServer("server", serverConfig("10s", "10s"))
+	srv.start()
+	srv.waitHealthy(t)
+	c := sb.client(srv.addr)
+	ag, parent := sb.newAgent("node1", srv.addr)
+	ag.start()
+	readyNode(t, c, "node1", startWait)
+
+	crash := execJob("crash", caravan.JobTypeService, "sleep 300", 1)
+	crash.TaskGroups[0].Restart = &caravan.RestartPolicy{Attempts: 2, Interval: caravan.Duration(time.Hour), Delay: caravan.Duration(500 * time.Millisecond), Mode: caravan.RestartModeFail}
+	mustRegister(t, c, crash)
+	mustRegister(t, c, execJob("orphan", caravan.JobTypeService, "sleep 300", 1))
+	allocs := map[string]*caravan.Allocation{}
+	waitFor(t, 30*time.Second, "both allocations running", func() bool {
+		for _, job := range []string{"crash", "orphan"} {
+			as := jobAllocs(c, job)
+			if len(as) != 1 || as[0].ClientStatus != caravan.AllocClientRunning {
+				return false
+			}
+			allocs[job] = as[0]
+		}
+		return true
+	})
+	crashProcs := processes(taskPids(parent, allocs["crash"].ID, "t"))
+	orphanProcs := processes(taskPids(parent, allocs["orphan"].ID, "t"))
+	if len(crashProcs) == 0 || len(orphanProcs) == 0 {
+		t.Fatalf("task processes: crash %+v, orphan %+v", crashProcs, orphanProcs)
+	}
+
+	ag.proc.kill9(t)
+	killed := time.Now()
+	for _, p := range crashProcs {
+		_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+	}
+	waitFor(t, 10*time.Second, "the crashed task's supervisor to record its end", func() bool {
+		return len(taskPids(parent, allocs["crash"].ID, "t")) == 0 && len(pidsMentioning(allocs["crash"].ID)) == 0
+	})
+	stopJob(t, c, "orphan")
+
+	ag.start()
+	restarted := time.Now()
+	var newCrashProcs []procID
+	back := waitFor(t, 30*time.Second, "the crashed task restarted in place", func() bool {
+		a := alloc(c, allocs["crash"].ID)
+		if a == nil || a.ClientStatus != caravan.AllocClientRunning || a.TaskStates["t"].Restarts != 1 {
+			return false
+		}
+		newCrashProcs = processes(taskPids(parent, a.ID, "t"))
+		return slices.ContainsFunc(newCrashProcs, func(p procID) bool { return p.Comm == "sleep" })
+	})
+	waitFor(t, 30*time.Second, "the stopped job's task ended", func() bool {
+		a := alloc(c, allocs["orphan"].ID)
+		return !slices.ContainsFunc(orphanProcs, alive) && a != nil && a.ClientTerminal()
+	})
+	t.Logf("agent down %v; after its restart the crashed task ran again in %v, the stopped job's task ended in %v",
+		restarted.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond), (time.Since(restarted)).Round(time.Millisecond))
+	a := alloc(c, allocs["crash"].ID)
+	events := eventTypes(a.TaskStates["t"])
+	t.Logf("crashed task events: %v", events)
+	if countOf(events, caravan.TaskEventStarted) != 2 || countOf(events, caravan.TaskEventRestarting) != 1 {
+		t.Errorf("crashed task events %v: want two starts and one restart", events)
+	}
+	for _, p := range newCrashProcs {
+		if slices.Contains(crashProcs, p) {
+			t.Errorf("process %+v of the crashed run is back?", p)
+		}
+	}
+	if n := len(jobAllocs(c, "crash")); n != 1 {
+		t.Errorf("crash has %d allocations, want 1 (restarted in place)", n)
+	}
+	o := alloc(c, allocs["orphan"].ID)
+	t.Logf("stopped job's allocation: desired %s, client %s (%s), task events %v", o.DesiredStatus, o.ClientStatus, o.TerminalReason, eventTypes(o.TaskStates["t"]))
+	if o.TerminalReason != caravan.TaskStateCancelled {
+		t.Errorf("stopped job's allocation ended %s, want cancelled", o.TerminalReason)
+	}
 }

@@ -292,8 +292,17 @@ func (s *sandbox) cleanup() {
 			t.Errorf("remove cgroup %s: %v", parent, err)
 		}
 	}
-	if left := pidsMentioning(s.base); len(left) > 0 {
-		t.Errorf("processes of the test still run: %v", left)
+	// SIGKILL is delivered at once but a process takes a moment to go.
+	deadline := time.Now().Add(exitWait)
+	for left := pidsMentioning(s.base); len(left) > 0; left = pidsMentioning(s.base) {
+		if time.Now().After(deadline) {
+			t.Errorf("processes of the test still run %v after SIGKILL: %v", exitWait, left)
+			break
+		}
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	s.http.CloseIdleConnections()
 	if err := os.RemoveAll(s.base); err != nil {
@@ -301,7 +310,8 @@ func (s *sandbox) cleanup() {
 	}
 }
 
-// pidsMentioning lists the processes whose command line contains s.
+// pidsMentioning lists the live processes whose command line contains
+// s (a zombie has an empty one).
 func pidsMentioning(s string) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
