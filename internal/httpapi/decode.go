@@ -8,8 +8,11 @@ import (
 	"io"
 	"net/http"
 	"reflect"
-	"strconv"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"github.com/caravan-sched/caravan"
 )
@@ -32,26 +35,40 @@ func decode(r *http.Request, out any) error {
 	return decodeBytes(body, out)
 }
 
-// decodeBytes is decode for a body already read.
+// strictOptions decode in one pass what encoding/json would accept
+// (names matched exactly first, then case-insensitively, duplicate names
+// and invalid UTF-8 let through, values merged into what out holds),
+// except that an unknown object member is an error.
+var strictOptions = jsonv2.JoinOptions(
+	jsonv2.RejectUnknownMembers(true),
+	jsonv2.MatchCaseInsensitiveNames(true),
+	jsonv1.MatchCaseSensitiveDelimiter(true),
+	jsonv1.MergeWithLegacySemantics(true),
+	jsontext.AllowDuplicateNames(true),
+	jsontext.AllowInvalidUTF8(true),
+)
+
+// decodeBytes is decode for a body already read. The body is decoded in
+// one pass; only when that fails is it looked at again, to describe the
+// problem: a syntax error anywhere comes first, then the first unknown
+// field or value of the wrong kind, by its path.
 func decodeBytes(body []byte, out any) error {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return caravan.Invalidf("", "empty request body: a JSON object is required")
 	}
+	err := jsonv2.Unmarshal(body, out, strictOptions)
+	if err == nil {
+		return nil
+	}
 	if !json.Valid(body) {
 		return caravan.Invalidf("", "request body is not valid JSON: %s", syntaxProblem(body))
 	}
-	if err := checkShape(body, reflect.TypeOf(out).Elem(), ""); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return caravan.Invalidf(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
-		}
+	var se *jsonv2.SemanticError
+	if !errors.As(err, &se) {
 		return caravan.Invalidf("", "%v", err)
 	}
-	return nil
+	return describeSemantic(body, reflect.TypeOf(out).Elem(), se)
 }
 
 // syntaxProblem says where a JSON document stops being valid.
@@ -71,65 +88,87 @@ func syntaxProblem(body []byte) string {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// checkShape walks a JSON document alongside the Go type it will decode
-// into, and reports the first unknown field, wrong kind of value, or value
-// that the type's own UnmarshalJSON refuses, with its path.
-func checkShape(raw json.RawMessage, t reflect.Type, path string) error {
-	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return nil
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		v := reflect.New(t)
-		if err := v.Interface().(json.Unmarshaler).UnmarshalJSON(raw); err != nil {
-			return caravan.Invalidf(path, "%v", err)
+// describeSemantic turns a decoding error into a validation error on the
+// field path: an unknown field (with the known field it may be a typo
+// of), a value the type's own UnmarshalJSON refuses, or a value of the
+// wrong kind.
+func describeSemantic(body []byte, root reflect.Type, se *jsonv2.SemanticError) error {
+	path, t, parent, last := walkPointer(root, se.JSONPointer)
+	if errors.Is(se.Err, jsonv2.ErrUnknownName) {
+		hint := ""
+		if parent != nil {
+			hint = suggest(parent, last)
 		}
-		return nil
+		return caravan.Invalidf(path, "unknown field%s", hint)
+	}
+	if t == nil {
+		t = se.GoType
+	}
+	if t == nil {
+		return caravan.Invalidf(path, "%v", se)
+	}
+	for t.Kind() == reflect.Pointer && !reflect.PointerTo(t).Implements(unmarshalerType) {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) && se.Err != nil {
+		return caravan.Invalidf(path, "%v", se.Err)
 	}
 	switch t.Kind() {
-	case reflect.Pointer:
-		return checkShape(raw, t.Elem(), path)
-	case reflect.Struct:
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &fields); err != nil {
-			return caravan.Invalidf(path, "expected an object")
-		}
-		for key, val := range fields {
-			f, ok := jsonField(t, key)
-			if !ok {
-				return caravan.Invalidf(join(path, key), "unknown field%s", suggest(t, key))
-			}
-			if err := checkShape(val, f.Type, join(path, key)); err != nil {
-				return err
-			}
-		}
+	case reflect.Struct, reflect.Map:
+		return caravan.Invalidf(path, "expected an object")
 	case reflect.Slice, reflect.Array:
-		var items []json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return caravan.Invalidf(path, "expected an array")
+		return caravan.Invalidf(path, "expected an array")
+	}
+	return caravan.Invalidf(path, "expected %s, got %s", kindName(t), describe(valueAt(body, se.ByteOffset)))
+}
+
+// walkPointer follows a JSON pointer through the Go type it was decoded
+// into. It returns the pointer as a field path ("a.b[2].c"), the type at
+// its end (nil when unknown), and the struct type holding the last name
+// with that name when the name is not one of its fields.
+func walkPointer(root reflect.Type, ptr jsontext.Pointer) (path string, t, parent reflect.Type, last string) {
+	t = root
+	for tok := range ptr.Tokens() {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
 		}
-		for i, item := range items {
-			if err := checkShape(item, t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
-				return err
+		last = tok
+		switch {
+		case t == nil:
+			path = join(path, tok)
+		case t.Kind() == reflect.Struct:
+			path = join(path, tok)
+			f, ok := jsonField(t, tok)
+			if !ok {
+				return path, nil, t, tok
 			}
-		}
-	case reflect.Map:
-		var items map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return caravan.Invalidf(path, "expected an object")
-		}
-		for k, item := range items {
-			if err := checkShape(item, t.Elem(), join(path, k)); err != nil {
-				return err
-			}
-		}
-	case reflect.Interface:
-		return nil
-	default:
-		if err := json.Unmarshal(raw, reflect.New(t).Interface()); err != nil {
-			return caravan.Invalidf(path, "expected %s, got %s", kindName(t), describe(raw))
+			t = f.Type
+		case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+			path += "[" + tok + "]"
+			t = t.Elem()
+		case t.Kind() == reflect.Map:
+			path = join(path, tok)
+			t = t.Elem()
+		default:
+			path = join(path, tok)
+			t = nil
 		}
 	}
-	return nil
+	return path, t, nil, last
+}
+
+// valueAt returns the JSON value that starts at offset in body (after
+// white space), or what is left of the body when none does.
+func valueAt(body []byte, offset int64) []byte {
+	if offset < 0 || offset > int64(len(body)) {
+		return nil
+	}
+	rest := body[offset:]
+	v, err := jsontext.NewDecoder(bytes.NewReader(rest), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)).ReadValue()
+	if err != nil {
+		return rest
+	}
+	return v
 }
 
 func join(path, key string) string {
@@ -140,19 +179,13 @@ func join(path, key string) string {
 }
 
 // jsonField finds the struct field a JSON key decodes into, as
-// encoding/json does (exact name first, then case-insensitively).
+// encoding/json does (exact name first, then case-insensitively), looking
+// into embedded structs.
 func jsonField(t reflect.Type, key string) (reflect.StructField, bool) {
 	var fold reflect.StructField
 	found := false
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
+	for _, f := range jsonFields(t) {
 		name := jsonName(f)
-		if name == "-" {
-			continue
-		}
 		if name == key {
 			return f, true
 		}
@@ -161,6 +194,32 @@ func jsonField(t reflect.Type, key string) (reflect.StructField, bool) {
 		}
 	}
 	return fold, found
+}
+
+// jsonFields lists the fields of t that JSON names reach, with those of
+// untagged embedded structs in place of the embedded field.
+func jsonFields(t reflect.Type) []reflect.StructField {
+	var out []reflect.StructField
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if jsonName(f) == "-" {
+			continue
+		}
+		if f.Anonymous && f.Tag.Get("json") == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				out = append(out, jsonFields(et)...)
+				continue
+			}
+		}
+		if f.IsExported() {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func jsonName(f reflect.StructField) string {
@@ -175,11 +234,7 @@ func jsonName(f reflect.StructField) string {
 // suggest names a known field close to an unknown key, for typos.
 func suggest(t reflect.Type, key string) string {
 	best, bestDist := "", 3
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
+	for _, f := range jsonFields(t) {
 		name := jsonName(f)
 		if d := editDistance(strings.ToLower(name), strings.ToLower(key)); d < bestDist {
 			best, bestDist = name, d
@@ -229,7 +284,7 @@ func kindName(t reflect.Type) string {
 	return t.String()
 }
 
-func describe(raw json.RawMessage) string {
+func describe(raw []byte) string {
 	s := strings.TrimSpace(string(raw))
 	if len(s) > 40 {
 		s = s[:40] + "…"

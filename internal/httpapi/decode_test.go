@@ -73,3 +73,17 @@ func FuzzDecodeJob(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeJob decodes the body of a job registration as clients
+// send it.
+func BenchmarkDecodeJob(b *testing.B) {
+	body := []byte(`{"job":{"id":"bench-00001","type":"service","spreads":[{"attribute":"${meta.rack}","weight":100}],
+		"task_groups":[{"name":"g","count":1,"tasks":[{"name":"t","config":{"command":"sleep 1000"},
+		"resources":{"cpu":100,"memory":128},"kill_timeout":"5s"}]}]}}`)
+	for b.Loop() {
+		var req caravan.JobRegisterRequest
+		if err := decodeBytes(body, &req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
