@@ -228,3 +228,41 @@ func BenchmarkPersist(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkJobRegister measures new jobs registered per second through
+// Apply, one entry per job with its evaluation (as POST /v1/jobs writes
+// them), JSON decoding included. The state starts again every 10,000 jobs.
+func BenchmarkJobRegister(b *testing.B) {
+	const perState = 10_000
+	entries := make([][]byte, perState)
+	for i := range entries {
+		j := testJob(fmt.Sprintf("bench-%05d", i), 1)
+		j.Canonicalize()
+		j.SubmitTime = t0
+		e := testEval(i, j.ID, caravan.EvalStatusPending)
+		entries[i] = entry(b, JobRegister, &JobRegisterRequest{Time: t0, Job: j, Eval: e})
+	}
+	var f *FSM
+	var index uint64
+	var cpu time.Duration
+	next := len(entries)
+	b.ResetTimer()
+	for range b.N {
+		if next == len(entries) {
+			b.StopTimer()
+			f, _ = newFSM(b)
+			index, next = benchCluster(b, f, 0), 0
+			runtime.GC()
+			b.StartTimer()
+		}
+		index++
+		start := cpuTime()
+		if _, err := apply(f, index, entries[next]); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime() - start
+		next++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	b.ReportMetric(float64(b.N)/cpu.Seconds(), "jobs/cpu-s")
+}
