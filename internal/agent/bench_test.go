@@ -17,8 +17,16 @@ import (
 	"github.com/caravan-sched/caravan/internal/testenv"
 )
 
-// benchTasks is how many sleep tasks BenchmarkAgentMemory runs.
-const benchTasks = 100
+// benchTasks is how many sleep tasks BenchmarkAgentMemory runs;
+// CARAVAN_BENCH_TASKS overrides it.
+const benchTasks = 500
+
+func benchTaskCount() int {
+	if n, err := strconv.Atoi(os.Getenv("CARAVAN_BENCH_TASKS")); err == nil && n > 0 {
+		return n
+	}
+	return benchTasks
+}
 
 // treePSS is the proportional set size of a process tree, split by kind.
 type treePSS struct {
@@ -116,7 +124,7 @@ func settle() {
 }
 
 // BenchmarkAgentMemory measures the memory of the agent's process tree
-// idle and with benchTasks running `sleep` tasks, each in its own
+// idle and with benchTasks (500) running `sleep` tasks, each in its own
 // allocation under the real exec driver. It reports MB per task: the
 // growth of the whole tree (agent, supervisors and the sleep processes),
 // and the part of it that is caravan's own (without the tasks themselves).
@@ -172,8 +180,9 @@ func benchAgentMemory(b *testing.B, supervise []string) {
 	settle()
 	idle := measureTree(os.Getpid())
 
+	n := benchTaskCount()
 	var ids []string
-	for range benchTasks {
+	for range n {
 		task := execTask("sleep", "sleep")
 		task.Config.Args = []string{"3600"}
 		task.Resources.Memory = 32
@@ -192,7 +201,7 @@ func benchAgentMemory(b *testing.B, supervise []string) {
 	settle()
 	busy := measureTree(os.Getpid())
 
-	perTask := func(kb int64) float64 { return float64(kb) / 1024 / benchTasks }
+	perTask := func(kb int64) float64 { return float64(kb) / 1024 / float64(n) }
 	total := (busy.agent + busy.supervisors + busy.tasks) - (idle.agent + idle.supervisors + idle.tasks)
 	b.ReportMetric(float64(idle.agent)/1024, "MB-idle-agent")
 	b.ReportMetric(perTask(total), "MB/task-tree")
@@ -201,6 +210,6 @@ func benchAgentMemory(b *testing.B, supervise []string) {
 	b.ReportMetric(perTask(busy.supervisors), "MB/task-supervisor")
 	b.ReportMetric(perTask(busy.tasks), "MB/task-sleep")
 	b.Logf("idle: agent %d kB; with %d tasks: agent %d kB, %d supervisors %d kB, %d task processes %d kB",
-		idle.agent, benchTasks, busy.agent, busy.supervisorCount, busy.supervisors, busy.taskCount, busy.tasks)
+		idle.agent, n, busy.agent, busy.supervisorCount, busy.supervisors, busy.taskCount, busy.tasks)
 	a.stop(b)
 }

@@ -56,8 +56,23 @@ func runSupervisor(args []string) int {
 }
 
 // startAgent runs an agent with the real exec driver against the servers
-// until the test ends; the end stops its tasks.
-func startAgent(t *testing.T, servers []string) *agent.Agent {
+// until the test ends; the end stops its tasks. The supervisor is this
+// test binary.
+func startAgent(t testing.TB, servers []string) *agent.Agent {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startAgentWith(t, servers, agent.Config{
+		SupervisorCommand: []string{self, "supervise"}, SupervisorEnv: []string{superviseEnv + "=1"},
+		UpdateInterval: 50 * time.Millisecond, BlockingWait: 5 * time.Second,
+	})
+}
+
+// startAgentWith runs an agent on cfg, filled in with a fresh data dir, the
+// servers and the test's cgroup parent.
+func startAgentWith(t testing.TB, servers []string, cfg agent.Config) *agent.Agent {
 	t.Helper()
 	testenv.RequireCgroups(t)
 	base, err := os.MkdirTemp("", "caravan-integration-")
@@ -67,16 +82,9 @@ func startAgent(t *testing.T, servers []string) *agent.Agent {
 	if err := os.Chmod(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{
-		DataDir: base, Servers: servers, HTTPAddr: "127.0.0.1:0", NodeName: "integration",
-		SupervisorCommand: []string{self, "supervise"}, SupervisorEnv: []string{superviseEnv + "=1"},
-		CgroupParent: testCgroupParent, DisableDocker: true, StopTasksOnShutdown: true,
-		UpdateInterval: 50 * time.Millisecond, BlockingWait: 5 * time.Second,
-	}, testcluster.Logger())
+	cfg.DataDir, cfg.Servers, cfg.HTTPAddr, cfg.NodeName = base, servers, "127.0.0.1:0", "integration"
+	cfg.CgroupParent, cfg.DisableDocker, cfg.StopTasksOnShutdown = testCgroupParent, true, true
+	a, err := agent.New(cfg, testcluster.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
