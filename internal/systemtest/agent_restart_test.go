@@ -218,7 +218,8 @@ func TestAgentKill9CatchesUp(t *testing.T) {
 	var newCrashProcs []procID
 	back := waitFor(t, 30*time.Second, "the crashed task restarted in place", func() bool {
 		a := alloc(c, allocs["crash"].ID)
-		if a == nil || a.ClientStatus != caravan.AllocClientRunning || a.TaskStates["t"].Restarts != 1 {
+		if a == nil || a.ClientStatus != caravan.AllocClientRunning || a.TaskStates["t"].Restarts != 1 ||
+			countOf(eventTypes(a.TaskStates["t"]), caravan.TaskEventStarted) != 2 {
 			return false
 		}
 		newCrashProcs = processes(taskPids(parent, a.ID, "t"))

@@ -354,49 +354,48 @@ func groupDirs(m *cgroup.Manager, name string) []string {
 }
 
 // removeCgroupTree kills every process below the group parent and
-// removes its groups, leaves first.
+// removes its groups, leaves first, in every hierarchy. It works on the
+// directories themselves, since an agent killed while it deleted a group
+// can leave it in some hierarchies only.
 func removeCgroupTree(parent string) error {
 	m := cgroups()
 	if m == nil {
 		return nil
 	}
-	var children []string
-	for _, d := range groupDirs(m, parent) {
-		entries, err := os.ReadDir(d)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			if e.IsDir() && !slices.Contains(children, e.Name()) {
-				children = append(children, e.Name())
+	var left []string
+	deadline := time.Now().Add(exitWait)
+	for {
+		left = left[:0]
+		for _, top := range groupDirs(m, parent) {
+			var dirs []string
+			_ = filepath.WalkDir(top, func(path string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, path)
+				}
+				return nil
+			})
+			slices.Reverse(dirs) // leaves first
+			for _, dir := range dirs {
+				if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
+					for _, f := range strings.Fields(string(b)) {
+						if pid, err := strconv.Atoi(f); err == nil {
+							_ = syscall.Kill(pid, syscall.SIGKILL)
+						}
+					}
+				}
+				if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+					left = append(left, dir)
+				}
 			}
 		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still there after %v: %s", exitWait, strings.Join(left, ", "))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	var errs []error
-	for _, name := range append(children, "") {
-		full := parent
-		if name != "" {
-			full = parent + "/" + name
-		}
-		g, err := m.Load(full)
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := g.Kill(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		cancel()
-		if err := g.Delete(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, d := range groupDirs(m, parent) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // taskPids lists the processes in the cgroup of one task of an
