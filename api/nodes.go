@@ -1,8 +1,12 @@
 package api
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/caravan-sched/caravan"
 )
@@ -50,6 +54,103 @@ func (c *Client) NodeAllocations(ctx context.Context, nodeID string, q *QueryOpt
 	var out []*caravan.Allocation
 	meta, err := c.get(ctx, "/v1/node/"+escape(nodeID)+"/allocations", q, &out)
 	return out, meta, err
+}
+
+// NodeAllocChanges answers GET /v1/node/{id}/allocations?since=N: what
+// the servers changed on a node's allocations after index N. It is how an
+// agent follows its allocations without reading all of them at every
+// change.
+type NodeAllocChanges struct {
+	// Since is the index the answer is relative to; 0 means that Allocs
+	// lists every allocation of the node.
+	Since uint64 `json:"since"`
+	// Index is the newest alloc_modify_index among the node's
+	// allocations; the agent passes it as since (and index) next time.
+	Index uint64 `json:"index"`
+	// Count is how many allocations the servers list for the node. An
+	// agent that knows more ids than that learns that some were removed
+	// (garbage collected), and asks for IDs.
+	Count int `json:"count"`
+	// Allocs are the allocations whose alloc_modify_index is above since
+	// (every one when since is 0), without their jobs.
+	Allocs []*caravan.Allocation `json:"allocs"`
+	// Jobs are the job versions the allocations run, each version once.
+	Jobs []*caravan.Job `json:"jobs"`
+	// IDs, asked for with ids=true, lists every allocation of the node.
+	IDs []AllocIndex `json:"ids,omitempty"`
+}
+
+// AllocIndex names one allocation and the index of its last server-side
+// change.
+type AllocIndex struct {
+	ID               string `json:"id"`
+	AllocModifyIndex uint64 `json:"alloc_modify_index"`
+}
+
+// NodeAllocationChanges returns what the servers changed on the node's
+// allocations after index since, with the jobs they run; with q.Index it
+// blocks until there is a change. withIDs asks for the ids of every
+// allocation of the node too. Agents call it. A server that predates the
+// since parameter answers with every allocation, which comes back as a
+// full answer.
+func (c *Client) NodeAllocationChanges(ctx context.Context, nodeID string, since uint64, withIDs bool, q *QueryOptions) (*NodeAllocChanges, *QueryMeta, error) {
+	if err := checkID("node", nodeID); err != nil {
+		return nil, nil, err
+	}
+	params := q.values()
+	params.Set("since", strconv.FormatUint(since, 10))
+	if withIDs {
+		params.Set("ids", "true")
+	}
+	path := "/v1/node/" + escape(nodeID) + "/allocations"
+	resp, err := c.do(ctx, http.MethodGet, path, params, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	meta := queryMeta(resp)
+	out, err := decodeAllocChanges(bufio.NewReader(resp.Body), meta.LastIndex)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return out, meta, nil
+}
+
+// decodeAllocChanges reads an answer to ?since: the object, or the whole
+// list (with index in its header) that an older server sends.
+func decodeAllocChanges(r *bufio.Reader, index uint64) (*NodeAllocChanges, error) {
+	first, err := firstByte(r)
+	if err != nil {
+		return nil, err
+	}
+	out := &NodeAllocChanges{}
+	if first != '[' {
+		if err := json.NewDecoder(r).Decode(out); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	if err := json.NewDecoder(r).Decode(&out.Allocs); err != nil {
+		return nil, err
+	}
+	out.Index, out.Count = index, len(out.Allocs)
+	return out, nil
+}
+
+// firstByte returns the first byte after white space, leaving it unread.
+func firstByte(r *bufio.Reader) (byte, error) {
+	for {
+		b, err := r.Peek(1)
+		if err != nil {
+			return 0, err
+		}
+		switch b[0] {
+		case ' ', '\t', '\r', '\n':
+			_, _ = r.ReadByte()
+		default:
+			return b[0], nil
+		}
+	}
 }
 
 // UpdateAllocations reports allocation status changes, batched.

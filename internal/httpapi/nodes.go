@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/caravan-sched/caravan"
 	"github.com/caravan-sched/caravan/api"
@@ -120,14 +121,44 @@ func authNode(snap *state.Snapshot, id, secret string) error {
 	return nil
 }
 
-// handleNodeAllocations returns the allocations placed on a node, with
-// their jobs, for its agent (node secret required). Its index is the
-// newest AllocModifyIndex among them: it moves when the servers change
-// the node's allocations (placements, stops), not when agents report
-// status, so an agent's blocking query wakes only for work of its own.
+// handleNodeAllocations answers an agent's watch of its node's
+// allocations (node secret required). Its index is the newest
+// AllocModifyIndex among them: it moves when the servers change the node's
+// allocations (placements, stops), not when agents report status, so an
+// agent's blocking query wakes only for work of its own.
+//
+// Without ?since it returns every allocation with its job. With ?since=N
+// it returns api.NodeAllocChanges: the allocations changed after N, their
+// jobs once per version, and how many allocations the node has (with
+// ?ids=true also every id), so that an agent's watch costs what changed
+// rather than all the node runs.
 func (a *API) handleNodeAllocations() http.Handler {
 	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
 		id, secret := r.PathValue("id"), r.Header.Get(api.HeaderNodeSecret)
+		q := r.URL.Query()
+		if q.Has("since") {
+			since, err := strconv.ParseUint(q.Get("since"), 10, 64)
+			if err != nil {
+				return caravan.Invalidf("since", "%q: use a Raft index (a whole number, 0 or more)", q.Get("since"))
+			}
+			withIDs := false
+			if s := q.Get("ids"); s != "" {
+				if withIDs, err = strconv.ParseBool(s); err != nil {
+					return caravan.Invalidf("ids", "%q: use true or false", s)
+				}
+			}
+			return serveRead(a, w, r, func(snap *state.Snapshot, _ *readMeta) (*api.NodeAllocChanges, uint64, error) {
+				if err := authNode(snap, id, secret); err != nil {
+					return nil, 0, err
+				}
+				allocs, err := snap.AllocsByNode(id)
+				if err != nil {
+					return nil, 0, err
+				}
+				out := allocChanges(allocs, since, withIDs)
+				return out, out.Index, nil
+			})
+		}
 		return serveRead(a, w, r, func(snap *state.Snapshot, _ *readMeta) ([]*caravan.Allocation, uint64, error) {
 			if err := authNode(snap, id, secret); err != nil {
 				return nil, 0, err
@@ -146,6 +177,32 @@ func (a *API) handleNodeAllocations() http.Handler {
 			return allocs, index, nil
 		})
 	})
+}
+
+// allocChanges builds the answer to ?since: the allocations changed after
+// since without their jobs, and each job version they run once (the state
+// store shares one *Job per version).
+func allocChanges(allocs []*caravan.Allocation, since uint64, withIDs bool) *api.NodeAllocChanges {
+	out := &api.NodeAllocChanges{Since: since, Count: len(allocs), Allocs: []*caravan.Allocation{}, Jobs: []*caravan.Job{}}
+	if withIDs {
+		out.IDs = make([]api.AllocIndex, 0, len(allocs))
+	}
+	seen := map[*caravan.Job]bool{}
+	for _, al := range allocs {
+		out.Index = max(out.Index, al.AllocModifyIndex)
+		if withIDs {
+			out.IDs = append(out.IDs, api.AllocIndex{ID: al.ID, AllocModifyIndex: al.AllocModifyIndex})
+		}
+		if al.AllocModifyIndex <= since {
+			continue
+		}
+		if j := al.Job; j != nil && !seen[j] {
+			seen[j] = true
+			out.Jobs = append(out.Jobs, j)
+		}
+		out.Allocs = append(out.Allocs, al.Stub())
+	}
+	return out
 }
 
 // handleNodeUpdateAllocs records an agent's batched allocation updates

@@ -116,3 +116,96 @@ func TestAmbiguousPrefix(t *testing.T) {
 		t.Errorf("ambiguous prefix: %d %s", a.status, a.body)
 	}
 }
+
+// TestNodeAllocationChanges follows a node's allocations as an agent does,
+// with ?since: only what the servers changed comes, with each job version
+// once, and the count tells removals.
+func TestNodeAllocationChanges(t *testing.T) {
+	ts := startLeader(t)
+	ctx := context.Background()
+	c := ts.client(t, "")
+	n := registerNode(t, ts, 0)
+	agent := ts.client(t, n.SecretID)
+	if _, err := c.RegisterJob(ctx, sleepJob("web", 3)); err != nil {
+		t.Fatal(err)
+	}
+	waitAllocs(t, ts, "web", 3)
+
+	full, meta, err := agent.NodeAllocationChanges(ctx, n.ID, 0, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Since != 0 || full.Count != 3 || len(full.Allocs) != 3 || len(full.Jobs) != 1 || full.IDs != nil ||
+		full.Index == 0 || full.Index != meta.LastIndex {
+		t.Fatalf("since 0: since %d count %d allocs %d jobs %d ids %v index %d (header %d)",
+			full.Since, full.Count, len(full.Allocs), len(full.Jobs), full.IDs, full.Index, meta.LastIndex)
+	}
+	for _, al := range full.Allocs {
+		if al.Job != nil || al.JobID != full.Jobs[0].ID || al.JobVersion != full.Jobs[0].Version {
+			t.Errorf("allocation %s: job %v, job %s v%d", al.ID, al.Job != nil, al.JobID, al.JobVersion)
+		}
+	}
+
+	// Status reports are the agent's own: they change nothing it reads.
+	var updates []*caravan.AllocClientUpdate
+	for _, al := range full.Allocs {
+		updates = append(updates, &caravan.AllocClientUpdate{ID: al.ID, ClientStatus: caravan.AllocClientRunning,
+			TaskStates: map[string]*caravan.TaskState{"t": {State: caravan.TaskStateRunning}}})
+	}
+	if _, err := agent.UpdateAllocations(ctx, n.ID, updates); err != nil {
+		t.Fatal(err)
+	}
+	none, _, err := agent.NodeAllocationChanges(ctx, n.ID, full.Index, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if none.Since != full.Index || none.Index != full.Index || none.Count != 3 || len(none.Allocs) != 0 || len(none.Jobs) != 0 || len(none.IDs) != 3 {
+		t.Fatalf("since %d: %+v", full.Index, none)
+	}
+	for _, id := range none.IDs {
+		if id.AllocModifyIndex == 0 || id.AllocModifyIndex > full.Index {
+			t.Errorf("id %+v", id)
+		}
+	}
+
+	// A blocking watch wakes for a stop, with the stopped allocations only.
+	type result struct {
+		ch  *api.NodeAllocChanges
+		err error
+	}
+	woke := make(chan result, 1)
+	go func() {
+		ch, _, err := agent.NodeAllocationChanges(ctx, n.ID, full.Index, false, &api.QueryOptions{Index: full.Index, Wait: 20 * time.Second})
+		woke <- result{ch, err}
+	}()
+	if _, err := c.StopJob(ctx, "web", false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-woke:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.ch.Index <= full.Index || r.ch.Count != 3 || len(r.ch.Allocs) != 3 || len(r.ch.Jobs) != 1 {
+			t.Fatalf("after the stop: index %d count %d allocs %d jobs %d", r.ch.Index, r.ch.Count, len(r.ch.Allocs), len(r.ch.Jobs))
+		}
+		for _, al := range r.ch.Allocs {
+			if al.DesiredStatus != caravan.AllocDesiredStop || al.AllocModifyIndex <= full.Index {
+				t.Errorf("allocation %s: %s at %d", al.ID, al.DesiredStatus, al.AllocModifyIndex)
+			}
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the watch did not wake for the stop")
+	}
+
+	// Bad input is refused, and the secret is required.
+	base := ts.url + "/v1/node/" + n.ID + "/allocations"
+	for _, q := range []string{"?since=x", "?since=-1", "?since=1&ids=maybe"} {
+		if a := call(t, http.MethodGet, base+q, "", api.HeaderNodeSecret+": "+n.SecretID); a.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, a.status, a.body)
+		}
+	}
+	if a := call(t, http.MethodGet, base+"?since=0", ""); a.status != http.StatusForbidden {
+		t.Errorf("without the secret: %d %s", a.status, a.body)
+	}
+}
