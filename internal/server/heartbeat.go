@@ -47,6 +47,19 @@ func (h *heartbeats) reset(nodeID string, ttl time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.last[nodeID] = time.Now()
+	h.armLocked(nodeID, ttl)
+}
+
+// arm (re)arms a node's timer for ttl plus grace without recording a
+// beat: a new leader gives every node a fresh TTL, but the node has not
+// heartbeated to it (its last_heartbeat must not say so).
+func (h *heartbeats) arm(nodeID string, ttl time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armLocked(nodeID, ttl)
+}
+
+func (h *heartbeats) armLocked(nodeID string, ttl time.Duration) {
 	if t, ok := h.timers[nodeID]; ok {
 		t.Reset(ttl + h.grace)
 		return

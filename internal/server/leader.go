@@ -149,7 +149,7 @@ func (s *Server) armHeartbeats(snap *state.Snapshot) {
 		if node.Status == caravan.NodeStatusDown {
 			continue
 		}
-		s.heartbeats.reset(node.ID, s.heartbeats.ttl())
+		s.heartbeats.arm(node.ID, s.heartbeats.ttl())
 		n++
 	}
 	if n > 0 {
