@@ -221,6 +221,33 @@ func checkJobSpecs(t *testing.T, name string, c *api.Client, a *acks) {
 	}
 }
 
+// checkNoHeartbeatSince checks that no acknowledged node shows a
+// heartbeat after since: nothing heartbeats for them, and a server that
+// restarts and leads again must not report the heartbeat timers it arms
+// as heartbeats.
+func checkNoHeartbeatSince(t *testing.T, name string, c *api.Client, a *acks, since time.Time) {
+	t.Helper()
+	ctx, cancel := reqCtx()
+	defer cancel()
+	nodes, _, err := c.Nodes(ctx, nil)
+	if err != nil {
+		t.Fatalf("server %s: list nodes: %v", name, err)
+	}
+	bad := 0
+	for _, n := range nodes {
+		if _, ours := a.nodes[n.ID]; ours && n.LastHeartbeat.After(since) {
+			if bad == 0 {
+				t.Errorf("server %s: node %s shows last_heartbeat %v, after the restart at %v, yet nothing heartbeats for it",
+					name, n.Name, n.LastHeartbeat.Format(time.RFC3339Nano), since.Format(time.RFC3339Nano))
+			}
+			bad++
+		}
+	}
+	if bad > 1 {
+		t.Errorf("server %s: %d nodes in all show a heartbeat after the restart", name, bad)
+	}
+}
+
 // TestServerKill9KeepsAcknowledgedWrites kills a single server with
 // SIGKILL while four clients register jobs and nodes, starts it again on
 // its data dir, and finds every acknowledged write.
@@ -239,6 +266,7 @@ func TestServerKill9KeepsAcknowledgedWrites(t *testing.T) {
 	t.Logf("restart after SIGKILL: %v; every acknowledged write readable %v after the start",
 		st, (st.healthy + present).Round(time.Millisecond))
 	checkJobSpecs(t, srv.name, c, a)
+	checkNoHeartbeatSince(t, srv.name, c, a, srv.proc.started)
 
 	// It takes writes again.
 	mustRegister(t, c, durableJob("after-restart"))
