@@ -118,6 +118,11 @@ type Runner struct {
 	killed chan struct{} // closed by the first Kill
 	dead   chan struct{} // closed when the state is terminal
 
+	// hold (Run's goroutine only) gathers the changes of the end of a run
+	// into one persisted change: held says some are waiting, closeDead
+	// that finish waits for them to close dead.
+	hold, held, closeDead bool
+
 	mu        sync.Mutex
 	kill      *Kill
 	state     *caravan.TaskState
@@ -246,12 +251,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	live := false
 	switch rec := r.cfg.Restore; {
 	case rec == nil:
-		r.change(ctx, nil, event(caravan.TaskEventReceived, "task received by the agent"))
+		r.note(nil, event(caravan.TaskEventReceived, "task received by the agent"))
 		if err := r.setup(); err != nil {
 			r.finish(ctx, caravan.TaskStateFailed, event(caravan.TaskEventSetupFailure, err.Error()))
 			return nil
 		}
-		r.change(ctx, nil, event(caravan.TaskEventSetup, "task directory built"))
+		r.note(nil, event(caravan.TaskEventSetup, "task directory built"))
 	case r.handle != nil && !r.exited:
 		if !r.recover(ctx) {
 			return ctxErr(ctx)
@@ -278,7 +283,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				r.change(ctx, func(st *caravan.TaskState) { st.State = caravan.TaskStatePending },
+				r.note(func(st *caravan.TaskState) { st.State = caravan.TaskStatePending },
 					event(caravan.TaskEventDriverFailure, "start: "+err.Error()))
 				if r.afterRun(ctx, nil) {
 					return nil
@@ -322,7 +327,7 @@ func (r *Runner) recover(ctx context.Context) bool {
 			"cannot re-attach to the task after an agent restart: "+err.Error()))
 		return false
 	}
-	r.change(ctx, func(st *caravan.TaskState) { st.State = caravan.TaskStateRunning },
+	r.note(func(st *caravan.TaskState) { st.State = caravan.TaskStateRunning },
 		event(caravan.TaskEventReattached, "re-attached to the running task after an agent restart"))
 	return true
 }
@@ -346,17 +351,25 @@ func (r *Runner) freeLeftovers(ctx context.Context) {
 
 // destroy frees the task's last run in its driver and forgets its handle.
 func (r *Runner) destroy(ctx context.Context) {
+	if r.freeRun(ctx) {
+		r.persist(ctx)
+	}
+}
+
+// freeRun frees the task's last run in its driver and forgets its handle,
+// without persisting that. It reports whether there was a handle to
+// forget. A record that still names the freed run is harmless: destroying
+// it again finds nothing.
+func (r *Runner) freeRun(ctx context.Context) bool {
 	if err := r.cfg.Driver.Destroy(context.WithoutCancel(ctx), r.id); err != nil && !errors.Is(err, driver.ErrTaskNotFound) {
 		r.log.Warn("destroy task run", "error", err)
-		return
+		return false
 	}
 	r.mu.Lock()
 	had := r.handle != nil
 	r.handle, r.exited = nil, false
 	r.mu.Unlock()
-	if had {
-		r.persist(ctx)
-	}
+	return had
 }
 
 // waitForStart waits out a restart delay. It reports false when the task
@@ -461,10 +474,10 @@ func (r *Runner) stopRun(ctx context.Context) {
 		msg = k.Reason + ": " + msg
 	}
 	evs = append(evs, event(caravan.TaskEventKilling, msg))
-	r.change(ctx, nil, evs...)
+	r.note(nil, evs...)
 	if err := r.cfg.Driver.Stop(ctx, r.id, kt, 0); err != nil && !errors.Is(err, driver.ErrTaskNotFound) {
 		r.log.Warn("stop task", "error", err)
-		r.change(ctx, nil, event(caravan.TaskEventDriverFailure, "stop: "+err.Error()))
+		r.note(nil, event(caravan.TaskEventDriverFailure, "stop: "+err.Error()))
 		if err := r.cfg.Driver.Destroy(context.WithoutCancel(ctx), r.id); err != nil {
 			r.log.Warn("destroy task after a failed stop", "error", err)
 		}
@@ -478,18 +491,30 @@ func (r *Runner) killTimeout() time.Duration {
 	return caravan.DefaultKillTimeout.D()
 }
 
-// afterExit records how a run ended, frees it and decides what comes next.
-// It reports whether the task is dead.
+// afterExit records how a run ended and decides what comes next, persists
+// both in one change (with the run's handle still set, so that a restarted
+// agent neither reports the exit again nor mistakes the freed run for a
+// lost one, nor runs a finished task again), then frees the run. A task
+// that restarts persists the freed handle with its next start; a dead one
+// at once. It reports whether the task is dead.
 func (r *Runner) afterExit(ctx context.Context, res *driver.ExitResult) bool {
+	r.hold = true
+	dead := r.decideAfterExit(ctx, res)
+	r.release(ctx)
+	if r.freeRun(ctx) && dead {
+		r.persist(ctx)
+	}
+	return dead
+}
+
+func (r *Runner) decideAfterExit(ctx context.Context, res *driver.ExitResult) bool {
 	k := r.killRequest()
 	if k != nil && res.Killed {
 		r.recordExit(ctx, res, event(caravan.TaskEventKilled, "task killed"))
-		r.destroy(ctx)
 		r.finishKilled(ctx, k, res, "")
 		return true
 	}
 	r.recordExit(ctx, res, exitEvent(res, r.cfg.Task))
-	r.destroy(ctx)
 	if k != nil {
 		// It ended on its own while being stopped.
 		r.finish(ctx, res.State(), nil)
@@ -498,9 +523,22 @@ func (r *Runner) afterExit(ctx context.Context, res *driver.ExitResult) bool {
 	return r.afterRun(ctx, res)
 }
 
-// recordExit persists the end of a run, with the handle still set, so a
-// restarted agent neither reports the exit again nor mistakes the freed
-// run for a lost one.
+// release ends a hold: it persists and reports the changes gathered, then
+// closes dead when finish asked for it.
+func (r *Runner) release(ctx context.Context) {
+	r.hold = false
+	if r.held {
+		r.held = false
+		r.persist(ctx)
+		r.cfg.OnChange()
+	}
+	if r.closeDead {
+		r.closeDead = false
+		close(r.dead)
+	}
+}
+
+// recordExit records the end of a run.
 func (r *Runner) recordExit(ctx context.Context, res *driver.ExitResult, ev *caravan.TaskEvent) {
 	r.change(ctx, func(st *caravan.TaskState) {
 		r.exited = true
@@ -584,13 +622,40 @@ func (r *Runner) finish(ctx context.Context, state string, ev *caravan.TaskEvent
 		}
 		r.nextStart = time.Time{}
 	}, evs...)
+	if r.hold {
+		r.closeDead = true
+		return
+	}
 	close(r.dead)
 }
 
 // change applies f to the state, appends the events, persists the record
-// and tells the owner.
+// and tells the owner; during a hold, release does the last two.
 func (r *Runner) change(ctx context.Context, f func(*caravan.TaskState), evs ...*caravan.TaskEvent) {
+	r.apply(f, evs)
+	if r.hold {
+		r.held = true
+		return
+	}
+	r.persist(ctx)
+	r.cfg.OnChange()
+}
+
+// note is change without persisting: for changes that a restarted agent
+// can do without (events of a task that has not started, or that is being
+// killed), which the next persisted change carries anyway.
+func (r *Runner) note(f func(*caravan.TaskState), evs ...*caravan.TaskEvent) {
+	r.apply(f, evs)
+	if r.hold {
+		r.held = true
+		return
+	}
+	r.cfg.OnChange()
+}
+
+func (r *Runner) apply(f func(*caravan.TaskState), evs []*caravan.TaskEvent) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if f != nil {
 		f(r.state)
 	}
@@ -599,9 +664,6 @@ func (r *Runner) change(ctx context.Context, f func(*caravan.TaskState), evs ...
 			r.state.AppendEvent(e)
 		}
 	}
-	r.mu.Unlock()
-	r.persist(ctx)
-	r.cfg.OnChange()
 }
 
 func (r *Runner) persist(ctx context.Context) {

@@ -15,11 +15,11 @@ import (
 	"github.com/caravan-sched/caravan/internal/taskrunner/fakedriver"
 )
 
-// memPersister keeps records in memory.
+// memPersister keeps records in memory, and every record written.
 type memPersister struct {
-	mu   sync.Mutex
-	recs map[string]*Record
-	puts int
+	mu      sync.Mutex
+	recs    map[string]*Record
+	history []*Record
 }
 
 func (p *memPersister) PutTask(_ context.Context, allocID, task string, rec *Record) error {
@@ -29,7 +29,7 @@ func (p *memPersister) PutTask(_ context.Context, allocID, task string, rec *Rec
 		p.recs = map[string]*Record{}
 	}
 	p.recs[allocID+"/"+task] = rec
-	p.puts++
+	p.history = append(p.history, rec)
 	return nil
 }
 
@@ -472,5 +472,45 @@ func TestRestoredDeadTaskFreesItsRun(t *testing.T) {
 	}
 	if got := h.store.get(r.ID()); got == nil || got.Handle != nil {
 		t.Errorf("record = %+v, want the handle cleared", got)
+	}
+}
+
+// TestEndOfRunIsOneRecord checks what a run persists: its handle at start,
+// then its exit together with what comes next (never an exit without the
+// decision, which a restarted agent would take for a task to start again),
+// then the freed handle once the task is dead.
+func TestEndOfRunIsOneRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		command string
+		policy  *caravan.RestartPolicy
+		states  []string
+	}{
+		{"complete", "exit 0", nil, []string{"running", "complete", "complete"}},
+		{"restarted once", "exit 1", &caravan.RestartPolicy{Attempts: 1, Interval: caravan.Duration(time.Hour), Delay: caravan.Duration(time.Second), Mode: caravan.RestartModeFail},
+			[]string{"running", "pending", "running", "failed", "failed"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			synctest.Test(t, func(t *testing.T) {
+				r := h.runner(t, testAlloc(caravan.JobTypeBatch, tc.command, tc.policy, nil), nil)
+				if err := run(r)(); err != nil {
+					t.Fatal(err)
+				}
+				var states []string
+				for i, rec := range h.store.history {
+					states = append(states, rec.State.State)
+					if rec.Exited && rec.State.State == caravan.TaskStatePending && rec.NextStart.IsZero() {
+						t.Errorf("record %d: an exit without a decision: %+v", i, rec)
+					}
+				}
+				if diff := cmp.Diff(tc.states, states); diff != "" {
+					t.Errorf("persisted states (-want +got):\n%s", diff)
+				}
+				if last := h.store.history[len(h.store.history)-1]; last.Handle != nil {
+					t.Errorf("last record keeps the handle %+v", last.Handle)
+				}
+			})
+		})
 	}
 }
