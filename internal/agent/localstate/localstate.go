@@ -36,9 +36,9 @@ var (
 	metaBucket     = []byte("meta")
 	allocsBucket   = []byte("allocs")
 	finishedBucket = []byte("finished")
-	identityKey  = []byte("identity")
-	allocKey     = []byte("alloc")
-	taskPrefix   = []byte("task/")
+	identityKey    = []byte("identity")
+	allocKey       = []byte("alloc")
+	taskPrefix     = []byte("task/")
 )
 
 // ErrLocked means another process holds the state file: an agent runs on
