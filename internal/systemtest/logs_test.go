@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -158,4 +161,39 @@ func TestLogsFollowLive(t *testing.T) {
 		}
 	}
 	t.Logf("the CLI ended %v after the task finished", cliEnded.Sub(finished).Round(time.Millisecond))
+
+	// A follow ends when the agent behind it dies, and a read while it is
+	// down is refused at once (502) rather than left hanging.
+	mustRegister(t, c, execJob("talker", caravan.JobTypeService, "while true; do echo tick; sleep 0.2; done", 1))
+	var talker *caravan.Allocation
+	waitFor(t, 30*time.Second, "the talker running", func() bool {
+		as := running(jobAllocs(c, "talker"))
+		if len(as) == 1 {
+			talker = as[0]
+			return true
+		}
+		return false
+	})
+	ticks := &lineClock{}
+	followDone := make(chan error, 1)
+	go func() { followDone <- c.Logs(ctx, talker.ID, api.LogOptions{Task: "t", Follow: true}, ticks) }()
+	waitFor(t, 10*time.Second, "ticks through the follow", func() bool { return len(ticks.get()) >= 3 })
+	ag.proc.kill9(t)
+	killed := time.Now()
+	select {
+	case err := <-followDone:
+		t.Logf("the follow ended %v after its agent was killed: %v", time.Since(killed).Round(time.Millisecond), err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the follow did not end within 15s of its agent's death")
+	}
+	rctx, rcancel := reqCtx()
+	defer rcancel()
+	start := time.Now()
+	err = c.Logs(rctx, talker.ID, api.LogOptions{Task: "t"}, io.Discard)
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadGateway {
+		t.Errorf("logs with the agent down: %v, want a 502", err)
+	} else {
+		t.Logf("logs with the agent down: 502 in %v: %s", time.Since(start).Round(time.Millisecond), apiErr.Message)
+	}
 }

@@ -254,6 +254,12 @@ func (p *proc) logTail(n int) string {
 // supervisors and tasks their agents started, cgroups, files.
 func (s *sandbox) cleanup() {
 	t := s.t
+	start := time.Now()
+	defer func() {
+		if took := time.Since(start); took > 2*time.Second {
+			t.Logf("cleanup took %v", took.Round(time.Millisecond))
+		}
+	}()
 	s.mu.Lock()
 	procs := slices.Clone(s.procs)
 	parents := slices.Clone(s.parents)
