@@ -199,7 +199,7 @@ func compareStrings(a, b string) int {
 // allocsIn returns the allocations of a job's or node's set, watching the
 // set.
 func (s *Snapshot) allocsIn(table, key string) ([]*caravan.Allocation, error) {
-	txn := s.db.Txn(false)
+	txn := s.txn
 	ch, obj, err := txn.FirstWatch(table, indexID, key)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s %q: %w", table, key, err)

@@ -197,7 +197,7 @@ func checkDerived(t testing.TB, s *Store) {
 
 // scanRows iterates any table by id.
 func scanRows[T any](snap *Snapshot, table string) (iter.Seq[T], error) {
-	it, err := snap.db.Txn(false).Get(table, indexID)
+	it, err := snap.txn.Get(table, indexID)
 	if err != nil {
 		return nil, err
 	}

@@ -120,7 +120,7 @@ func rowOf(j *caravan.Job) jobRow {
 // persistTable writes one table's section: its row count, then each row
 // as conv makes it.
 func (s *Snapshot) persistTable(enc *json.Encoder, table string, conv func(any) any) error {
-	txn := s.db.Txn(false)
+	txn := s.txn
 	count, err := countRows(txn, table)
 	if err != nil {
 		return err
@@ -155,7 +155,7 @@ func countRows(txn *memdb.Txn, table string) (int, error) {
 // persistOrphanJobs writes the job versions allocations run that are no
 // longer in job_versions, once each.
 func (s *Snapshot) persistOrphanJobs(enc *json.Encoder) error {
-	txn := s.db.Txn(false)
+	txn := s.txn
 	it, err := txn.Get(TableAllocs, indexID)
 	if err != nil {
 		return fmt.Errorf("persist %s: %w", sectionOrphanJobs, err)

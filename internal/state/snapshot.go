@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caravan-sched/caravan"
 	"github.com/caravan-sched/caravan/internal/scheduler"
@@ -23,7 +24,9 @@ var _ scheduler.State = (*Snapshot)(nil)
 // exist, never a nil object without an error. Objects returned are shared
 // with the store and must not be modified.
 type Snapshot struct {
-	db         *memdb.MemDB
+	// txn is a read transaction: a point-in-time view of the database,
+	// shared by every read on the snapshot (reads do not change it).
+	txn        *memdb.Txn
 	store      *Store
 	generation uint64
 	// ws, when not nil, collects a watch channel for everything read.
@@ -48,7 +51,7 @@ func (s *Snapshot) watch(ch <-chan struct{}) {
 
 // lookup returns the object with the primary key, watching it.
 func (s *Snapshot) lookup(table string, args ...any) (any, error) {
-	ch, obj, err := s.db.Txn(false).FirstWatch(table, indexID, args...)
+	ch, obj, err := s.txn.FirstWatch(table, indexID, args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s %v: %w", table, args, err)
 	}
@@ -58,7 +61,7 @@ func (s *Snapshot) lookup(table string, args ...any) (any, error) {
 
 // list returns every object under an index value, watching the range.
 func list[T any](s *Snapshot, table, index string, args ...any) ([]T, error) {
-	it, err := s.db.Txn(false).Get(table, index, args...)
+	it, err := s.txn.Get(table, index, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list %s by %s: %w", table, index, err)
 	}
@@ -82,7 +85,7 @@ type ListOptions struct {
 // scan iterates a table by id from opts.Start, keeping ids with opts.Prefix.
 // The whole prefix range is watched.
 func scan[T any](s *Snapshot, table string, id func(T) string, opts ListOptions) (iter.Seq[T], error) {
-	txn := s.db.Txn(false)
+	txn := s.txn
 	watched, err := txn.Get(table, indexID+"_prefix", opts.Prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", table, err)
@@ -262,10 +265,49 @@ func (s *Snapshot) NodeUsage(nodeID string) (caravan.NodeUsage, error) {
 	if obj != nil {
 		return obj.(*allocSet).Usage, nil
 	}
+	if s.ws == nil && s.nodes.loaded() {
+		// Whether the node exists is known from the node list: no second
+		// lookup (the scheduler asks for nodes of the list only).
+		if _, found := slices.BinarySearchFunc(s.nodes.nodes, nodeID, func(n *caravan.Node, id string) int {
+			return strings.Compare(n.ID, id)
+		}); !found {
+			return caravan.NodeUsage{}, errNotFoundf("node %q", nodeID)
+		}
+		return caravan.NodeUsage{}, nil
+	}
 	if _, err := s.NodeByID(nodeID); err != nil {
 		return caravan.NodeUsage{}, err
 	}
 	return caravan.NodeUsage{}, nil
+}
+
+// NodesInUse iterates the nodes that hold allocations (terminal ones
+// count until they are deleted) with their usage, in id order from the
+// first node id at or after from, wrapping around, each once
+// (scheduler.State). It adds no watch.
+func (s *Snapshot) NodesInUse(from string) iter.Seq2[string, caravan.NodeUsage] {
+	return func(yield func(string, caravan.NodeUsage) bool) {
+		it, err := s.txn.LowerBound(TableNodeUsage, indexID, from)
+		if err != nil {
+			return
+		}
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			set := obj.(*allocSet)
+			if !yield(set.Key, set.Usage) {
+				return
+			}
+		}
+		it, err = s.txn.Get(TableNodeUsage, indexID)
+		if err != nil {
+			return
+		}
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			set := obj.(*allocSet)
+			if set.Key >= from || !yield(set.Key, set.Usage) {
+				return
+			}
+		}
+	}
 }
 
 // Servers returns the Raft peers in id order.
@@ -276,7 +318,7 @@ func (s *Snapshot) Servers() ([]*ServerMember, error) {
 // TableIndex returns the Raft index of the newest write to any of the
 // tables (0 when none was written). It adds no watch.
 func (s *Snapshot) TableIndex(tables ...string) uint64 {
-	txn := s.db.Txn(false)
+	txn := s.txn
 	var idx uint64
 	for _, t := range tables {
 		obj, err := txn.First(TableIndex, indexID, t)
@@ -289,7 +331,7 @@ func (s *Snapshot) TableIndex(tables ...string) uint64 {
 
 // LatestIndex returns the Raft index of the newest write to any table.
 func (s *Snapshot) LatestIndex() uint64 {
-	it, err := s.db.Txn(false).Get(TableIndex, indexID)
+	it, err := s.txn.Get(TableIndex, indexID)
 	if err != nil {
 		return 0
 	}
@@ -313,9 +355,13 @@ type nodeList struct {
 // nodesMemo remembers a snapshot's node list, shared by its watch views.
 type nodesMemo struct {
 	once  sync.Once
+	done  atomic.Bool
 	nodes []*caravan.Node
 	err   error
 }
+
+// loaded reports whether the list was read without error.
+func (m *nodesMemo) loaded() bool { return m.done.Load() && m.err == nil }
 
 // Nodes returns every node sorted by id. The slice is shared: among all
 // calls on this snapshot and among snapshots until the nodes table changes.
@@ -323,13 +369,16 @@ type nodesMemo struct {
 func (s *Snapshot) Nodes() ([]*caravan.Node, error) {
 	if s.ws != nil {
 		// Watch the table; the list itself may come from the cache.
-		it, err := s.db.Txn(false).Get(TableNodes, indexID)
+		it, err := s.txn.Get(TableNodes, indexID)
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
 		s.watch(it.WatchCh())
 	}
-	s.nodes.once.Do(func() { s.nodes.nodes, s.nodes.err = s.loadNodes() })
+	s.nodes.once.Do(func() {
+		s.nodes.nodes, s.nodes.err = s.loadNodes()
+		s.nodes.done.Store(true)
+	})
 	return s.nodes.nodes, s.nodes.err
 }
 

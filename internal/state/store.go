@@ -62,7 +62,7 @@ func New(logger *slog.Logger, broker *events.Broker) (*Store, error) {
 // Snapshot returns an immutable view of the current state.
 func (s *Store) Snapshot() *Snapshot {
 	d := s.current.Load()
-	return &Snapshot{db: d.db.Snapshot(), store: s, generation: d.generation, nodes: &nodesMemo{}}
+	return &Snapshot{txn: d.db.Txn(false), store: s, generation: d.generation, nodes: &nodesMemo{}}
 }
 
 // abandonCh is closed when the current database is replaced by Restore.
