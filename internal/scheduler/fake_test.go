@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 
@@ -17,7 +18,10 @@ type fakeState struct {
 	nodes    []*caravan.Node // sorted by id
 	nodeByID map[string]*caravan.Node
 	usage    map[string]caravan.NodeUsage
-	index    uint64
+	// inUse are the keys of usage, sorted; nil when they must be sorted
+	// again.
+	inUse []string
+	index uint64
 	// failNodes makes Nodes fail, to test state errors.
 	failNodes bool
 }
@@ -64,6 +68,22 @@ func (s *fakeState) NodeUsage(nodeID string) (caravan.NodeUsage, error) {
 	return s.usage[nodeID], nil
 }
 
+func (s *fakeState) NodesInUse(from string) iter.Seq2[string, caravan.NodeUsage] {
+	return func(yield func(string, caravan.NodeUsage) bool) {
+		if s.inUse == nil {
+			s.inUse = sortedKeys(s.usage)
+		}
+		ids := s.inUse
+		i, _ := slices.BinarySearch(ids, from)
+		for k := range ids {
+			id := ids[(i+k)%len(ids)]
+			if !yield(id, s.usage[id]) {
+				return
+			}
+		}
+	}
+}
+
 func (s *fakeState) Index() uint64 { return s.index }
 
 // addNodes adds nodes and keeps the list sorted by id.
@@ -83,8 +103,15 @@ func (s *fakeState) addAlloc(a *caravan.Allocation) {
 	s.allocs[a.JobID] = append(s.allocs[a.JobID], a)
 	s.byID[a.ID] = a
 	if !a.Terminal() {
-		s.usage[a.NodeID] = s.usage[a.NodeID].Add(&a.Resources)
+		s.setUsage(a.NodeID, s.usage[a.NodeID].Add(&a.Resources))
 	}
+}
+
+func (s *fakeState) setUsage(nodeID string, u caravan.NodeUsage) {
+	if _, ok := s.usage[nodeID]; !ok {
+		s.inUse = nil
+	}
+	s.usage[nodeID] = u
 }
 
 // replaceAlloc swaps a stored allocation for its new value, keeping usage
@@ -96,10 +123,10 @@ func (s *fakeState) replaceAlloc(a *caravan.Allocation) {
 	list[i] = a
 	s.byID[a.ID] = a
 	if !old.Terminal() {
-		s.usage[old.NodeID] = s.usage[old.NodeID].Remove(&old.Resources)
+		s.setUsage(old.NodeID, s.usage[old.NodeID].Remove(&old.Resources))
 	}
 	if !a.Terminal() {
-		s.usage[a.NodeID] = s.usage[a.NodeID].Add(&a.Resources)
+		s.setUsage(a.NodeID, s.usage[a.NodeID].Add(&a.Resources))
 	}
 }
 

@@ -105,6 +105,7 @@ func (g *groupPlacer) placeAll(places []*placement) error {
 	}
 	if len(places)*g.limit*4 >= len(g.c.nodes) && g.algo != caravan.AlgorithmFirstFit {
 		g.buildList()
+		g.c.cacheUsage()
 	}
 	for _, p := range places {
 		if g.out.metric != nil {
@@ -172,13 +173,72 @@ func (g *groupPlacer) choose() (pick, error) {
 		if err = g.offerHint(&best); err != nil {
 			return best, err
 		}
-		if g.list != nil {
+		switch {
+		case g.list != nil:
 			err = g.walkList(&g.list, &best, false, math.MaxInt)
-		} else {
+		case g.algo == caravan.AlgorithmBinpack:
+			err = g.packNodes(&best)
+		default:
 			err = g.walkNodes(&best, false, math.MaxInt)
 		}
 	}
 	return best, err
+}
+
+// Budgets of binpack's walks for groups placed without a node list: the
+// nodes in use it looks at, and the nodes it looks at from the first one
+// when it must open a node.
+const (
+	minInUseBudget = 64
+	openBudget     = 1024
+)
+
+// packNodes finds binpack's candidates among the nodes already in use,
+// from a random one: scheduler workers evaluate many small jobs at once,
+// and candidates sampled from every node would open a new node for nearly
+// every job. Only when no node in use has room does it open one: the first
+// that fits in node order, which every worker opening a node at the same
+// time agrees on. When even that finds nothing, it walks every node from a
+// random offset.
+func (g *groupPlacer) packNodes(best *pick) error {
+	if err := g.walkInUse(best); err != nil || best.found > 0 {
+		return err
+	}
+	if err := g.walkNodesFrom(best, 0, false, openBudget); err != nil || best.found > 0 {
+		return err
+	}
+	return g.walkNodes(best, false, math.MaxInt)
+}
+
+// walkInUse offers the nodes in use that fit, from a random node on, until
+// limit candidates are found or the budget of nodes is spent.
+func (g *groupPlacer) walkInUse(best *pick) error {
+	c := g.c
+	if len(c.nodes) == 0 {
+		return nil
+	}
+	budget := max(minInUseBudget, 8*g.limit)
+	from := c.nodes[c.rng.IntN(len(c.nodes))].ID
+	looked := 0
+	for id, u := range c.state.NodesInUse(from) {
+		if looked >= budget || best.found >= g.limit {
+			break
+		}
+		looked++
+		if planned, ok := c.loads.get(id); ok {
+			u = planned
+		} else if u.Allocs == 0 {
+			continue // only terminal allocations: not in use
+		}
+		pos := c.nodePos(id)
+		if pos < 0 {
+			continue
+		}
+		if cpu, score, ok := g.considerUsage(pos, &u, true); ok {
+			best.offer(pos, cpu, score)
+		}
+	}
+	return nil
 }
 
 // offerHint makes binpack try the node it placed on last: filling one node
@@ -227,26 +287,48 @@ func (g *groupPlacer) consider(pos int, checkFeasible bool) (int, float64, bool,
 			return 0, 0, false, nil
 		}
 	}
-	u, err := g.c.usage(n.ID)
+	u, err := g.c.usageAt(pos)
 	if err != nil {
 		return 0, 0, false, err
 	}
-	cpu, dim := g.ask.fit(n, &u)
-	if dim != "" {
-		return 0, 0, false, nil
+	cpu, score, ok := g.considerUsage(pos, &u, false)
+	return cpu, score, ok, nil
+}
+
+// considerUsage is consider for a node whose usage is known.
+func (g *groupPlacer) considerUsage(pos int, u *caravan.NodeUsage, checkFeasible bool) (int, float64, bool) {
+	if g.skip != nil && g.skip[pos] {
+		return 0, 0, false
 	}
-	return cpu, g.score(n, &u, cpu), true, nil
+	n := g.c.nodes[pos]
+	if checkFeasible {
+		if !n.Ready() {
+			return 0, 0, false
+		}
+		if ok, _ := g.feas.check(n); !ok {
+			return 0, 0, false
+		}
+	}
+	cpu, dim := g.ask.fit(n, u)
+	if dim != "" {
+		return 0, 0, false
+	}
+	return cpu, g.score(n, u, cpu), true
 }
 
 // walkNodes walks every node from a random offset, feasibility included,
 // until limit candidates are found or budget nodes were looked at. With
 // zeroTier only nodes whose primary spread value has no allocation count.
 func (g *groupPlacer) walkNodes(best *pick, zeroTier bool, budget int) error {
-	n := len(g.c.nodes)
-	if n == 0 {
+	if len(g.c.nodes) == 0 {
 		return nil
 	}
-	start := g.c.rng.IntN(n)
+	return g.walkNodesFrom(best, g.c.rng.IntN(len(g.c.nodes)), zeroTier, budget)
+}
+
+// walkNodesFrom is walkNodes from node start.
+func (g *groupPlacer) walkNodesFrom(best *pick, start int, zeroTier bool, budget int) error {
+	n := len(g.c.nodes)
 	for k := 0; k < n && k < budget && best.found < g.limit; k++ {
 		pos := start + k
 		if pos >= n {
@@ -380,7 +462,7 @@ func fraction(used, capacity int64) float64 {
 func (g *groupPlacer) commit(pos, cpu int, p *placement) (*caravan.Allocation, error) {
 	c := g.c
 	n := c.nodes[pos]
-	u, err := c.usage(n.ID)
+	u, err := c.usageAt(pos)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +473,7 @@ func (g *groupPlacer) commit(pos, cpu int, p *placement) (*caravan.Allocation, e
 	if !ok {
 		return nil, nil
 	}
-	c.setUsage(n.ID, u.Add(&res))
+	c.setUsageAt(pos, u.Add(&res))
 	a := g.newAlloc(n, res, p)
 	if g.antiAffinity {
 		g.addCollision(n.ID)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"iter"
 	"math/bits"
 	"math/rand/v2"
 	"time"
@@ -46,6 +47,10 @@ type State interface {
 	// NodeUsage returns what the allocations on the node that are not
 	// terminal hold.
 	NodeUsage(nodeID string) (caravan.NodeUsage, error)
+	// NodesInUse iterates the nodes that hold allocations (terminal ones
+	// may count), with their NodeUsage, in id order from the first id at
+	// or after from, wrapping around to the first node, each once.
+	NodesInUse(from string) iter.Seq2[string, caravan.NodeUsage]
 	// Index is the Raft index the state reflects.
 	Index() uint64
 }
@@ -110,7 +115,12 @@ type evalCtx struct {
 	algo  string
 	plan  *caravan.Plan
 	// loads holds the usage of the nodes this plan changed.
-	loads    nodeMap[caravan.NodeUsage]
+	loads nodeMap[caravan.NodeUsage]
+	// posUsage, when not nil (evaluations with many placements), holds at
+	// i the usage of c.nodes[i] once posKnown[i]: each node's usage is
+	// read from the state once per evaluation instead of once per look.
+	posUsage []caravan.NodeUsage
+	posKnown []bool
 	compiler compiler
 	// inPlaceCache remembers which old versions update in place.
 	inPlaceCache map[inPlaceKey]bool
@@ -239,4 +249,42 @@ func (c *evalCtx) usage(nodeID string) (caravan.NodeUsage, error) {
 
 func (c *evalCtx) setUsage(nodeID string, u caravan.NodeUsage) {
 	c.loads.set(nodeID, u)
+	if c.posUsage != nil {
+		if pos := c.nodePos(nodeID); pos >= 0 {
+			c.posUsage[pos], c.posKnown[pos] = u, true
+		}
+	}
+}
+
+// usageAt is usage for the node at pos in c.nodes.
+func (c *evalCtx) usageAt(pos int) (caravan.NodeUsage, error) {
+	if c.posUsage == nil {
+		return c.usage(c.nodes[pos].ID)
+	}
+	if c.posKnown[pos] {
+		return c.posUsage[pos], nil
+	}
+	u, err := c.usage(c.nodes[pos].ID)
+	if err != nil {
+		return u, err
+	}
+	c.posUsage[pos], c.posKnown[pos] = u, true
+	return u, nil
+}
+
+// setUsageAt is setUsage for the node at pos in c.nodes.
+func (c *evalCtx) setUsageAt(pos int, u caravan.NodeUsage) {
+	c.loads.set(c.nodes[pos].ID, u)
+	if c.posUsage != nil {
+		c.posUsage[pos], c.posKnown[pos] = u, true
+	}
+}
+
+// cacheUsage makes usage lookups by position cheap for the rest of the
+// evaluation: worth it when it will look at many nodes many times.
+func (c *evalCtx) cacheUsage() {
+	if c.posUsage == nil {
+		c.posUsage = make([]caravan.NodeUsage, len(c.nodes))
+		c.posKnown = make([]bool, len(c.nodes))
+	}
 }
