@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,11 @@ type acks struct {
 	killed        bool
 	earlyFailures int
 	firstEarly    error
+	// killedAt is when the kill began; resumed, how long after it the
+	// first write sent after it was acknowledged; ackedAfter counts those.
+	killedAt   time.Time
+	resumed    time.Duration
+	ackedAfter int
 	// noLeader counts writes refused with 503 while the servers were up:
 	// an election (on a loaded machine with loopback timeouts) leaves a
 	// moment without a leader. They were not acknowledged, so they do not
@@ -51,7 +57,8 @@ func durableJob(id string) *caravan.Job {
 	return j
 }
 
-// writeLoad registers jobs and nodes (two jobs for one node) from workers
+// writeLoad registers jobs (with an id, and numbered by the servers) and
+// nodes, one of each kind in turn, from workers
 // goroutines, each going round the clients, until ctx ends. wait waits
 // for the workers.
 func writeLoad(ctx context.Context, clients []*api.Client, workers int, a *acks) (wait func()) {
@@ -60,6 +67,7 @@ func writeLoad(ctx context.Context, clients []*api.Client, workers int, a *acks)
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
 				c := clients[(w+i)%len(clients)]
+				sent := time.Now()
 				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				var err error
 				if i%3 == 2 {
@@ -70,16 +78,28 @@ func writeLoad(ctx context.Context, clients []*api.Client, workers int, a *acks)
 						a.mu.Unlock()
 					}
 				} else {
+					// Every other job comes without an id and gets the
+					// next number: the sequence must survive too.
 					j := durableJob(fmt.Sprintf("dur-%d-%d", w, i))
-					if _, err = c.RegisterJob(rctx, j); err == nil {
+					if i%3 == 1 {
+						j.ID = ""
+					}
+					var resp *caravan.JobRegisterResponse
+					if resp, err = c.RegisterJob(rctx, j); err == nil {
 						a.mu.Lock()
-						a.jobs[j.ID] = j.TaskGroups[0].Tasks[0].Config.Command
+						a.jobs[resp.JobID] = j.TaskGroups[0].Tasks[0].Config.Command
 						a.mu.Unlock()
 					}
 				}
 				cancel()
 				a.mu.Lock()
 				a.attempts++
+				if err == nil && a.killed && sent.After(a.killedAt) {
+					a.ackedAfter++
+					if a.resumed == 0 {
+						a.resumed = time.Since(a.killedAt)
+					}
+				}
 				if err != nil {
 					a.failures++
 					switch {
@@ -108,9 +128,9 @@ func writeLoad(ctx context.Context, clients []*api.Client, workers int, a *acks)
 
 // loadThenKill writes through the clients until at least minAcks writes
 // were acknowledged and minTime passed, calls kill while the workers are
-// still writing, then stops the workers. It returns what was
-// acknowledged.
-func loadThenKill(t *testing.T, clients []*api.Client, minAcks int, minTime time.Duration, kill func()) *acks {
+// still writing, goes on writing for after, then stops the workers. It
+// returns what was acknowledged.
+func loadThenKill(t *testing.T, clients []*api.Client, minAcks int, minTime time.Duration, kill func(), after time.Duration) *acks {
 	t.Helper()
 	a := &acks{jobs: map[string]string{}, nodes: map[string]string{}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -122,17 +142,17 @@ func loadThenKill(t *testing.T, clients []*api.Client, minAcks int, minTime time
 	})
 	killAt := time.Since(start)
 	a.mu.Lock()
-	a.killed = true
+	a.killed, a.killedAt = true, time.Now()
 	a.mu.Unlock()
 	kill()
-	// A few more attempts meet dead servers.
-	time.Sleep(100 * time.Millisecond)
+	// More attempts meet what is left of the servers.
+	time.Sleep(after)
 	cancel()
 	wait()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	t.Logf("write load: %d writes acknowledged (%d jobs, %d nodes) in %v before SIGKILL; %d attempts, %d failed",
-		len(a.jobs)+len(a.nodes), len(a.jobs), len(a.nodes), killAt.Round(time.Millisecond), a.attempts, a.failures)
+	t.Logf("write load: %d writes acknowledged (%d jobs, %d nodes), %d of them sent after the SIGKILL at %v; %d attempts, %d failed",
+		len(a.jobs)+len(a.nodes), len(a.jobs), len(a.nodes), a.ackedAfter, killAt.Round(time.Millisecond), a.attempts, a.failures)
 	if a.noLeader > 0 {
 		t.Logf("%d writes were refused with 503 (no leader for a moment) while the servers were up", a.noLeader)
 	}
@@ -202,12 +222,14 @@ func waitAllPresent(t *testing.T, name string, c *api.Client, a *acks, timeout t
 	}
 }
 
-// checkJobSpecs reads a sample of the acknowledged jobs in full and
-// compares what a reader needs of them.
+// checkJobSpecs reads every acknowledged job in full and compares what a
+// reader needs of it: a numbered job overwritten by a later one (a job id
+// sequence that went back after the restart) shows another command.
+// Then a job without an id must get a number not taken yet.
 func checkJobSpecs(t *testing.T, name string, c *api.Client, a *acks) {
 	t.Helper()
 	ids := slices.Sorted(maps.Keys(a.jobs))
-	for i := 0; i < len(ids); i += max(1, len(ids)/10) {
+	for i := range ids {
 		ctx, cancel := reqCtx()
 		j, _, err := c.Job(ctx, ids[i], nil)
 		cancel()
@@ -219,6 +241,17 @@ func checkJobSpecs(t *testing.T, name string, c *api.Client, a *acks) {
 			t.Errorf("server %s: job %s came back as %s running %q, want batch running %q", name, ids[i], j.Type, got, a.jobs[ids[i]])
 		}
 	}
+	resp := mustRegister(t, c, durableJob(""))
+	if _, taken := a.jobs[resp.JobID]; taken {
+		t.Errorf("server %s: a new job without an id got %s, a number taken before the restart", name, resp.JobID)
+	}
+	numbered := 0
+	for _, id := range ids {
+		if _, err := strconv.Atoi(id); err == nil {
+			numbered++
+		}
+	}
+	t.Logf("server %s: %d jobs read back (%d numbered by the servers); the next number is %s", name, len(ids), numbered, resp.JobID)
 }
 
 // checkNoHeartbeatSince checks that no acknowledged node shows a
@@ -258,7 +291,7 @@ func TestServerKill9KeepsAcknowledgedWrites(t *testing.T) {
 	t.Logf("first start: %v", srv.waitHealthy(t))
 	c := sb.client(srv.addr)
 
-	a := loadThenKill(t, []*api.Client{c}, 300, time.Second, func() { srv.proc.kill9(t) })
+	a := loadThenKill(t, []*api.Client{c}, 300, time.Second, func() { srv.proc.kill9(t) }, 100*time.Millisecond)
 
 	srv.start()
 	st := srv.waitHealthy(t)
@@ -284,25 +317,7 @@ func TestServerKill9KeepsAcknowledgedWrites(t *testing.T) {
 // write.
 func TestClusterKill9AllServersKeepsAcknowledgedWrites(t *testing.T) {
 	sb := newSandbox(t)
-	conf := serverConfig("10s", "10s")
-	s1 := sb.newServer("s1", conf)
-	s1.start()
-	t.Logf("s1 (bootstrap): %v", s1.waitHealthy(t))
-	s2 := sb.newServer("s2", conf, s1.addr)
-	s3 := sb.newServer("s3", conf, s1.addr)
-	servers := []*daemon{s1, s2, s3}
-	s2.start()
-	s3.start()
-	for i, st := range waitHealthy(t, s2, s3) {
-		t.Logf("%s (--join %s): %v", servers[i+1].name, s1.addr, st)
-	}
-	took := waitFor(t, 30*time.Second, "3 voters", func() bool { return voters(sb.client(s1.addr)) == 3 })
-	t.Logf("3 voters %v after the third server was healthy", took.Round(time.Millisecond))
-
-	var clients []*api.Client
-	for _, s := range servers {
-		clients = append(clients, sb.client(s.addr))
-	}
+	servers, clients := startCluster(t, sb)
 	a := loadThenKill(t, clients, 300, time.Second, func() {
 		for _, s := range servers {
 			s.proc.mu.Lock()
@@ -313,7 +328,7 @@ func TestClusterKill9AllServersKeepsAcknowledgedWrites(t *testing.T) {
 		for _, s := range servers {
 			s.proc.kill9(t) // waits for it to end
 		}
-	})
+	}, 100*time.Millisecond)
 
 	restart := time.Now()
 	for _, s := range servers {
@@ -367,6 +382,95 @@ func TestClusterKill9AllServersKeepsAcknowledgedWrites(t *testing.T) {
 		} else {
 			t.Logf("%s stopped by SIGTERM in %v", s.name, took.Round(time.Millisecond))
 		}
+	}
+}
+
+// startCluster starts three servers, the second and third with --join
+// the first, and waits for 3 voters. It returns them with a client for
+// each.
+func startCluster(t *testing.T, sb *sandbox) ([]*daemon, []*api.Client) {
+	t.Helper()
+	conf := serverConfig("10s", "10s")
+	s1 := sb.newServer("s1", conf)
+	s1.start()
+	t.Logf("s1 (bootstrap): %v", s1.waitHealthy(t))
+	s2 := sb.newServer("s2", conf, s1.addr)
+	s3 := sb.newServer("s3", conf, s1.addr)
+	servers := []*daemon{s1, s2, s3}
+	s2.start()
+	s3.start()
+	for i, st := range waitHealthy(t, s2, s3) {
+		t.Logf("%s (--join %s): %v", servers[i+1].name, s1.addr, st)
+	}
+	took := waitFor(t, 30*time.Second, "3 voters", func() bool { return voters(sb.client(s1.addr)) == 3 })
+	t.Logf("3 voters %v after the third server was healthy", took.Round(time.Millisecond))
+	var clients []*api.Client
+	for _, s := range servers {
+		clients = append(clients, sb.client(s.addr))
+	}
+	return servers, clients
+}
+
+// leaderOf returns the server that leads, as c reports it.
+func leaderOf(t *testing.T, c *api.Client, servers []*daemon) *daemon {
+	t.Helper()
+	var leader *daemon
+	waitFor(t, 30*time.Second, "a leader", func() bool {
+		ctx, cancel := reqCtx()
+		defer cancel()
+		members, err := c.Members(ctx)
+		if err != nil {
+			return false
+		}
+		for _, m := range members {
+			for _, s := range servers {
+				if m.Leader && m.ID == s.name {
+					leader = s
+				}
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// TestClusterKill9LeaderKeepsAcknowledgedWrites kills the leader of three
+// servers with SIGKILL while clients write through all three: the other
+// two elect a leader and take writes again, and once the old leader is
+// back every server shows every acknowledged write, from before and after
+// the kill.
+func TestClusterKill9LeaderKeepsAcknowledgedWrites(t *testing.T) {
+	sb := newSandbox(t)
+	servers, clients := startCluster(t, sb)
+	leader := leaderOf(t, clients[0], servers)
+	t.Logf("killing the leader, %s", leader.name)
+	a := loadThenKill(t, clients, 300, time.Second, func() { leader.proc.kill9(t) }, 3*time.Second)
+	if a.ackedAfter == 0 {
+		t.Fatalf("no write sent after the leader died was acknowledged within 3s")
+	}
+	t.Logf("writes acknowledged again %v after the leader was killed", a.resumed.Round(time.Millisecond))
+	var survivors []int
+	for i, s := range servers {
+		if s != leader {
+			survivors = append(survivors, i)
+		}
+	}
+	newLeader := leaderOf(t, clients[survivors[0]], servers)
+	t.Logf("new leader: %s", newLeader.name)
+	for _, i := range survivors {
+		waitAllPresent(t, servers[i].name, clients[i], a, 30*time.Second)
+	}
+
+	leader.start()
+	st := leader.waitHealthy(t)
+	i := slices.Index(servers, leader)
+	present := waitAllPresent(t, leader.name, clients[i], a, 30*time.Second)
+	t.Logf("%s restarted: %v; it shows every acknowledged write %v after it was healthy", leader.name, st, present.Round(time.Millisecond))
+	for i, s := range servers {
+		checkJobSpecs(t, s.name, clients[i], a)
+	}
+	if n := voters(clients[i]); n != 3 {
+		t.Errorf("%d voters after the old leader came back, want 3", n)
 	}
 }
 
