@@ -82,8 +82,10 @@ type devProc struct {
 // job that keeps running (and a batch one that completes), listed by GET
 // /jobs and read by GET /jobs/{id}; a container job whose published port
 // answers; a container job whose image does not exist, which fails with a
-// driver error naming the image; and DELETE /jobs/{id}, after which the
-// processes and the container are gone.
+// driver error naming the image. Then dev is killed with SIGKILL and
+// started again: the process tasks and the container are re-attached, not
+// restarted. Last, DELETE /jobs/{id}: the processes and the container are
+// gone.
 func TestDevModeMyNomadExamples(t *testing.T) {
 	testenv.RequireCgroups(t)
 	testenv.RequireDocker(t)
@@ -217,6 +219,65 @@ func TestDevModeMyNomadExamples(t *testing.T) {
 		}
 	}
 
+	// SIGKILL dev (server and agent at once) and start it again on its
+	// data dir: the process tasks and the container run on, re-attached,
+	// and the finished batch job is not run again.
+	webCtrs := containers(t, dc, webAlloc.ID, false)
+	if len(webCtrs) != 1 {
+		t.Fatalf("web runs %d containers, want 1", len(webCtrs))
+	}
+	nodeBefore := nodeNamed(c, "dev-node")
+	d.proc.kill9(t)
+	for _, p := range helloProcs {
+		if !alive(p) {
+			t.Errorf("hello process %+v died with dev", p)
+		}
+	}
+	d.start()
+	if n := d.waitReady(t); nodeBefore == nil || n.ID != nodeBefore.ID {
+		t.Errorf("dev's node after the restart is %s, was %+v", n.ID, nodeBefore)
+	}
+	took = waitFor(t, 30*time.Second, "hello's and web's tasks reattached", func() bool {
+		for _, a := range append(slices.Clone(hello.Allocations), webAlloc) {
+			full := alloc(c, a.ID)
+			if full == nil || full.ClientStatus != caravan.AllocClientRunning {
+				return false
+			}
+			for _, ts := range full.TaskStates {
+				if !slices.Contains(eventTypes(ts), caravan.TaskEventReattached) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("after SIGKILL and restart of dev: tasks reattached %v after it was ready", took.Round(time.Millisecond))
+	var helloNow []procID
+	for _, a := range hello.Allocations {
+		helloNow = append(helloNow, processes(taskPids(d.cgroup, a.ID, "say"))...)
+	}
+	if !slices.Equal(helloNow, helloProcs) {
+		t.Errorf("hello's processes were %+v before the kill, %+v after the restart", helloProcs, helloNow)
+	}
+	if now := containers(t, dc, webAlloc.ID, false); len(now) != 1 || now[0].ID != webCtrs[0].ID {
+		t.Errorf("web's container was %s before the kill, now %+v", webCtrs[0].ID, now)
+	}
+	if page := get(sb, webURL); page != indexPage {
+		t.Errorf("web's page after the restart: %q", page)
+	}
+	for _, a := range append(append(slices.Clone(hello.Allocations), webAlloc), once.Allocations...) {
+		if full := alloc(c, a.ID); full != nil {
+			for name, ts := range full.TaskStates {
+				if n := countOf(eventTypes(ts), caravan.TaskEventStarted); n != 1 {
+					t.Errorf("task %s of %s started %d times: %v", name, a.Name, n, eventTypes(ts))
+				}
+			}
+		}
+	}
+	if as := jobAllocs(c, "once"); len(as) != 1 || as[0].ClientStatus != caravan.AllocClientComplete {
+		t.Errorf("once after the restart: %+v", as)
+	}
+
 	// DELETE /jobs/{id}: the processes and the container are gone.
 	var stop struct {
 		JobID  string `json:"job_id"`
@@ -295,16 +356,25 @@ func startDev(t *testing.T, sb *sandbox, dc *client.Client) *devProc {
 			}
 		}
 	})
+	d.waitReady(t)
+	return d
+}
+
+// waitReady waits until dev serves and its node is ready with healthy
+// exec and docker drivers, and returns the node.
+func (d *devProc) waitReady(t *testing.T) *caravan.Node {
+	t.Helper()
 	st := d.waitHealthy(t)
-	n := readyNode(t, sb.client(d.addr), "dev-node", startWait)
+	c := d.sb.client(d.addr)
+	n := readyNode(t, c, "dev-node", startWait)
 	waitFor(t, 30*time.Second, "the docker driver healthy", func() bool {
 		ctx, cancel := reqCtx()
 		defer cancel()
-		node, _, err := sb.client(d.addr).Node(ctx, n.ID, nil)
+		node, _, err := c.Node(ctx, n.ID, nil)
 		return err == nil && node.Drivers["docker"].Healthy
 	})
 	t.Logf("caravan dev: %v, node ready with exec and docker %v after its start", st, time.Since(d.proc.started).Round(time.Millisecond))
-	return d
+	return n
 }
 
 // buildHTTPImage builds a busybox image whose command serves indexPage
