@@ -38,6 +38,7 @@ import (
 	"github.com/caravan-sched/caravan"
 	"github.com/caravan-sched/caravan/api"
 	"github.com/caravan-sched/caravan/internal/agent/localstate"
+	"github.com/caravan-sched/caravan/internal/allocrunner"
 	"github.com/caravan-sched/caravan/internal/driver"
 	"github.com/caravan-sched/caravan/internal/driver/docker"
 	execdriver "github.com/caravan-sched/caravan/internal/driver/exec"
@@ -89,6 +90,10 @@ type Agent struct {
 	registration      chan struct{}
 	reregister        chan struct{}
 
+	// known maps every allocation id the servers list for the node to its
+	// alloc_modify_index (the watch loop's only).
+	known map[string]uint64
+
 	mu      sync.Mutex
 	runners map[string]*allocEntry
 	// tracked counts the goroutines that run or destroy allocations.
@@ -112,6 +117,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		registration:      make(chan struct{}, 1),
 		reregister:        make(chan struct{}, 1),
 		runners:           map[string]*allocEntry{},
+		known:             map[string]uint64{},
 	}, nil
 }
 
@@ -336,22 +342,22 @@ func (a *Agent) buildDrivers() ([]driver.Driver, func(), error) {
 // are left.
 func (a *Agent) shutdownRunners(detach context.CancelFunc) {
 	if a.cfg.StopTasksOnShutdown {
-		a.mu.Lock()
-		var entries []*allocEntry
-		for _, e := range a.runners {
-			entries = append(entries, e)
+		var running []*allocrunner.Runner
+		for _, e := range a.entries() {
+			if r := a.runnerOf(e); r != nil {
+				running = append(running, r)
+			}
 		}
-		a.mu.Unlock()
 		longest := caravan.DefaultKillTimeout.D()
-		for _, e := range entries {
-			e.runner.Stop(stopKill("the agent shuts down"))
-			longest = max(longest, maxKillTimeout(e.runner.ServerAlloc()))
+		for _, r := range running {
+			r.Stop(stopKill("the agent shuts down"))
+			longest = max(longest, maxKillTimeout(r.ServerAlloc()))
 		}
 		deadline := time.After(longest + stopTasksGrace)
 	wait:
-		for _, e := range entries {
+		for _, r := range running {
 			select {
-			case <-e.runner.Done():
+			case <-r.Done():
 			case <-deadline:
 				a.log.Warn("tasks did not stop in time on shutdown")
 				break wait

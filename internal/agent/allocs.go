@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/caravan-sched/caravan"
+	"github.com/caravan-sched/caravan/api"
 	"github.com/caravan-sched/caravan/internal/allocrunner"
 	"github.com/caravan-sched/caravan/internal/taskrunner"
 )
@@ -15,15 +17,38 @@ import (
 // minWatchGap throttles a server whose index does not move.
 const minWatchGap = 100 * time.Millisecond
 
-// allocEntry is one allocation the agent runs.
+// An allocation on the agent:
+//
+//	the servers place it ─▶ stored, runner started ─▶ tasks run ...
+//	   ─▶ every task dead (Run returns) ─▶ retired: tasks freed in their
+//	      drivers, the runner dropped, only how it ended kept (in memory and
+//	      in the state file), its directory (logs) kept
+//	   ─▶ the servers no longer list it ─▶ destroyed: directory removed,
+//	      forgotten
+//
+// An allocation the servers stop listing while it runs is stopped first,
+// then destroyed. A retired allocation costs the agent its final state
+// (about a kilobyte), not a runner and its job, for as long as the servers
+// keep it.
+
+// allocEntry is one allocation the agent runs or ran.
 type allocEntry struct {
-	runner *allocrunner.Runner
-	// modifyIndex and desired are what the agent last acted on.
+	id  string
+	dir string
+	// modifyIndex and desired are what the agent last acted on (the watch
+	// loop's only).
 	modifyIndex uint64
 	desired     string
-	// finished: Run returned. destroy: the servers forgot the allocation;
-	// it is destroyed once Run returned. Both under Agent.mu.
+
+	// Under Agent.mu. runner is nil once the allocation is retired; final
+	// holds how it ended then. finished: Run returned. retiring: the
+	// runner is being retired. destroy: the servers forgot the
+	// allocation; it is destroyed once Run returned and it is not being
+	// retired.
+	runner   *allocrunner.Runner
+	final    *caravan.Allocation
 	finished bool
+	retiring bool
 	destroy  bool
 }
 
@@ -31,7 +56,7 @@ func stopKill(reason string) taskrunner.Kill {
 	return taskrunner.Kill{State: caravan.TaskStateCancelled, Reason: reason}
 }
 
-// entries returns the allocations the agent runs.
+// entries returns the allocations the agent runs or ran.
 func (a *Agent) entries() []*allocEntry {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -42,8 +67,44 @@ func (a *Agent) entries() []*allocEntry {
 	return out
 }
 
-// watchLoop keeps a blocking query open for the node's allocations and
-// reconciles the runners with every answer that changed.
+// runnerOf returns the entry's runner, or nil once it is retired.
+func (a *Agent) runnerOf(e *allocEntry) *allocrunner.Runner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return e.runner
+}
+
+// allocOf returns the allocation as the agent knows it: with its job and
+// live task states while it runs, how it ended (without its job) once it
+// is retired.
+func (a *Agent) allocOf(e *allocEntry) *caravan.Allocation {
+	a.mu.Lock()
+	r, final := e.runner, e.final
+	a.mu.Unlock()
+	if r != nil {
+		return r.Alloc()
+	}
+	return final
+}
+
+// watchNext says how the next watch query asks.
+type watchNext int
+
+const (
+	// watchChanges asks for what changes after the answer's index.
+	watchChanges watchNext = iota
+	// watchIDs asks at once for the ids of every allocation as well: the
+	// servers removed some.
+	watchIDs
+	// watchAll reads everything again: the agent's view and the servers'
+	// disagree.
+	watchAll
+)
+
+// watchLoop keeps a blocking query open for the changes of the node's
+// allocations and applies every answer. After a registration it reads
+// every allocation; then only what the servers changed since the last
+// answer, and every id when the count says some were removed.
 func (a *Agent) watchLoop(ctx context.Context) error {
 	select {
 	case <-a.firstRegistration:
@@ -51,15 +112,17 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		return nil
 	}
 	bo := backoff{min: 500 * time.Millisecond, max: 15 * time.Second}
-	var index uint64
+	var since uint64
+	withIDs := false
 	for ctx.Err() == nil {
 		select {
 		case <-a.registration:
-			index = 0 // registered again: read everything afresh
+			since, withIDs = 0, false // registered again: read everything afresh
 		default:
 		}
+		block := since > 0 && !withIDs
 		started := time.Now()
-		allocs, meta, err := a.watchQuery(ctx, index)
+		ch, err := a.watchQuery(ctx, since, block, withIDs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -77,36 +140,75 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		if a.conn.contact(time.Now()) {
 			a.log.Info("servers reachable again")
 		}
-		if index != 0 && meta.LastIndex <= index {
-			// Nothing changed (the wait ran out), or a server whose index
-			// does not move: do not spin.
-			if time.Since(started) < minWatchGap && !sleep(ctx, minWatchGap) {
+		if since > 0 && ch.Index < since {
+			// A server behind the one that answered before: its answer
+			// would take back newer changes. Wait for it to catch up.
+			if !sleep(ctx, minWatchGap) {
 				return nil
 			}
-			if meta.LastIndex == index {
-				continue
+			continue
+		}
+		if block && ch.Index == since && time.Since(started) < minWatchGap {
+			// A server that does not block: do not spin.
+			if !sleep(ctx, minWatchGap) {
+				return nil
 			}
 		}
-		index = meta.LastIndex
-		a.reconcile(allocs)
+		switch a.applyChanges(ch) {
+		case watchChanges:
+			since, withIDs = ch.Index, false
+		case watchIDs:
+			since, withIDs = ch.Index, true
+		case watchAll:
+			since, withIDs = 0, false
+		}
 	}
 	return nil
 }
 
-// reconcile makes the runners match the servers' allocations: new ones
-// start, changed ones are updated (a desired stop stops them), and those
-// the servers no longer list are stopped and destroyed.
-func (a *Agent) reconcile(allocs []*caravan.Allocation) {
-	seen := make(map[string]bool, len(allocs))
-	for _, al := range allocs {
-		if al == nil || !caravan.ValidUUID(al.ID) {
-			a.log.Warn("ignoring an allocation without a valid id from the servers")
+// jobKey names a job version.
+type jobKey struct {
+	id      string
+	version uint64
+}
+
+// applyChanges makes the runners match one answer of the watch: new
+// allocations start, changed ones are updated (a desired stop stops them),
+// and those the servers no longer list are stopped and destroyed. It
+// reports how to ask next.
+func (a *Agent) applyChanges(ch *api.NodeAllocChanges) watchNext {
+	full := ch.Since == 0
+	if full {
+		clear(a.known)
+	}
+	jobs := make(map[jobKey]*caravan.Job, len(ch.Jobs))
+	for _, j := range ch.Jobs {
+		if j != nil {
+			jobs[jobKey{j.ID, j.Version}] = j
+		}
+	}
+	var starts, stored []*caravan.Allocation
+	type update struct {
+		e  *allocEntry
+		al *caravan.Allocation
+	}
+	var updates []update
+	for _, al := range ch.Allocs {
+		if al == nil || al.ID == "" {
+			a.log.Warn("ignoring an allocation without an id from the servers")
+			continue
+		}
+		a.known[al.ID] = al.AllocModifyIndex
+		if !caravan.ValidUUID(al.ID) {
+			a.log.Warn("ignoring an allocation without a valid id from the servers", "alloc_id", al.ID)
 			continue
 		}
 		if al.NodeID != "" && al.NodeID != a.identity.NodeID {
 			continue
 		}
-		seen[al.ID] = true
+		if al.Job == nil {
+			al.Job = jobs[jobKey{al.JobID, al.JobVersion}]
+		}
 		a.mu.Lock()
 		e := a.runners[al.ID]
 		a.mu.Unlock()
@@ -114,44 +216,84 @@ func (a *Agent) reconcile(allocs []*caravan.Allocation) {
 		case e == nil && (al.ServerTerminal() || al.ClientTerminal()):
 			// Nothing to run (it ended before, or it was stopped before it
 			// reached this agent).
+		case e == nil && al.Job == nil:
+			a.refuse(al.ID, "the allocation arrived without its job")
 		case e == nil:
-			a.startAlloc(al)
+			starts = append(starts, al)
+			stored = append(stored, al)
 		case al.AllocModifyIndex != e.modifyIndex || al.DesiredStatus != e.desired:
 			e.modifyIndex, e.desired = al.AllocModifyIndex, al.DesiredStatus
+			r := a.runnerOf(e)
+			if r == nil {
+				continue // retired: nothing runs any more
+			}
 			if al.Job == nil {
-				al = al.ShallowCopy()
-				al.Job = e.runner.ServerAlloc().Job
+				al.Job = r.ServerAlloc().Job
 			}
-			if err := a.db.PutAlloc(a.runCtx, al); err != nil {
-				a.log.Error("store allocation", "alloc_id", al.ID, "error", err)
-			}
-			e.runner.Update(al)
+			updates = append(updates, update{e, al})
+			stored = append(stored, al)
 		}
 	}
+	// One commit for the whole answer. When it fails the allocations run
+	// anyway; a restarted agent will not know them.
+	if err := a.db.PutAllocs(a.runCtx, stored); err != nil {
+		a.log.Error("store allocations", "error", err)
+	}
+	for _, al := range starts {
+		a.startAlloc(al)
+	}
+	for _, u := range updates {
+		if r := a.runnerOf(u.e); r != nil {
+			r.Update(u.al)
+		}
+	}
+	return a.removeUnlisted(ch, full)
+}
+
+// removeUnlisted stops and destroys the allocations the answer shows the
+// servers no longer list, and keeps the agent's set of listed ids. A diff
+// without ids tells removals only by the count; then the next query asks
+// for the ids.
+func (a *Agent) removeUnlisted(ch *api.NodeAllocChanges, full bool) watchNext {
+	switch {
+	case full:
+	case ch.IDs != nil:
+		listed := make(map[string]uint64, len(ch.IDs))
+		for _, id := range ch.IDs {
+			listed[id.ID] = id.AllocModifyIndex
+		}
+		for id := range listed {
+			if _, ok := a.known[id]; !ok {
+				a.log.Warn("the servers list an allocation the agent never saw; reading every allocation again", "alloc_id", id)
+				return watchAll
+			}
+		}
+		a.known = listed
+	case len(a.known) > ch.Count:
+		return watchIDs
+	case len(a.known) < ch.Count:
+		a.log.Warn("the servers list more allocations than the agent saw; reading every allocation again",
+			"servers", ch.Count, "agent", len(a.known))
+		return watchAll
+	default:
+		return watchChanges
+	}
 	for _, e := range a.entries() {
-		if !seen[e.runner.ID()] {
+		if _, ok := a.known[e.id]; !ok {
 			a.removeAlloc(e)
 		}
 	}
+	return watchChanges
 }
 
-// startAlloc stores a new allocation and starts its runner.
+// startAlloc starts the runner of a new allocation (stored already).
 func (a *Agent) startAlloc(al *caravan.Allocation) {
-	log := a.log.With("alloc_id", al.ID)
-	if al.Job == nil {
-		a.refuse(al.ID, "the allocation arrived without its job")
-		return
-	}
-	if err := a.db.PutAlloc(a.runCtx, al); err != nil {
-		// Run it anyway; a restarted agent will not know it.
-		log.Error("store allocation", "error", err)
-	}
 	e, err := a.newEntry(al, nil)
 	if err != nil {
 		a.refuse(al.ID, err.Error())
 		return
 	}
-	log.Info("starting allocation", "job_id", al.JobID, "group", al.TaskGroup)
+	a.log.Info("starting allocation", "alloc_id", al.ID, "job_id", al.JobID, "group", al.TaskGroup)
 	a.launch(e)
 }
 
@@ -167,10 +309,11 @@ func (a *Agent) refuse(id, why string) {
 func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.Record) (*allocEntry, error) {
 	host, _, _ := net.SplitHostPort(a.httpAddr)
 	node := a.currentNode()
+	dir := filepath.Join(a.allocRoot, al.ID)
 	r, err := allocrunner.New(allocrunner.Config{
 		Alloc:   al,
 		Drivers: a.drivers,
-		Dir:     filepath.Join(a.allocRoot, al.ID),
+		Dir:     dir,
 		Node: taskrunner.NodeInfo{
 			ID: a.identity.NodeID, Name: node.Name, Datacenter: node.Datacenter,
 			Address: host, MHzPerCore: node.MHzPerCore(),
@@ -188,24 +331,61 @@ func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.
 	if err != nil {
 		return nil, err
 	}
-	return &allocEntry{runner: r, modifyIndex: al.AllocModifyIndex, desired: al.DesiredStatus}, nil
+	return &allocEntry{id: al.ID, dir: dir, runner: r, modifyIndex: al.AllocModifyIndex, desired: al.DesiredStatus}, nil
 }
 
-// launch registers the entry and runs it on a goroutine the agent owns.
+// launch registers the entry and runs it on a goroutine the agent owns;
+// once its tasks are dead it is retired, or destroyed when the servers
+// forgot it meanwhile.
 func (a *Agent) launch(e *allocEntry) {
 	a.mu.Lock()
-	a.runners[e.runner.ID()] = e
+	a.runners[e.id] = e
 	a.mu.Unlock()
 	a.tracked.Go(func() {
 		err := e.runner.Run(a.runCtx)
 		a.mu.Lock()
 		e.finished = true
-		destroy := e.destroy
+		destroy := err == nil && e.destroy
+		e.retiring = err == nil && !e.destroy
+		retire := e.retiring
 		a.mu.Unlock()
-		if err == nil && destroy {
+		switch {
+		case destroy:
 			a.destroyAlloc(e)
+		case retire:
+			a.retire(e)
 		}
+		// Otherwise Run was detached: the next agent re-attaches.
 	})
+}
+
+// retire frees the runner of an allocation whose tasks are all dead and
+// keeps only how it ended, in memory and in the state file. The servers
+// still get its last update: the batcher holds it.
+func (a *Agent) retire(e *allocEntry) {
+	ctx := context.WithoutCancel(a.runCtx)
+	r := e.runner
+	var final *caravan.Allocation
+	if err := r.FreeTasks(ctx); err != nil {
+		// Kept whole: destroying it tries again.
+		a.log.Warn("free the tasks of a finished allocation", "alloc_id", e.id, "error", err)
+	} else {
+		final = r.Alloc().Stub()
+		if err := a.db.RetireAlloc(ctx, final); err != nil {
+			a.log.Error("store a finished allocation", "alloc_id", e.id, "error", err)
+			final = nil
+		}
+	}
+	a.mu.Lock()
+	if final != nil {
+		e.runner, e.final = nil, final
+	}
+	e.retiring = false
+	destroy := e.destroy
+	a.mu.Unlock()
+	if destroy {
+		a.destroyAlloc(e)
+	}
 }
 
 // removeAlloc stops an allocation the servers no longer list, and destroys
@@ -217,41 +397,52 @@ func (a *Agent) removeAlloc(e *allocEntry) {
 		return
 	}
 	e.destroy = true
-	finished := e.finished
+	r := e.runner
+	now := e.finished && !e.retiring
 	a.mu.Unlock()
-	a.log.Info("the servers no longer list the allocation; stopping and removing it", "alloc_id", e.runner.ID())
-	e.runner.Stop(stopKill("the servers no longer list the allocation"))
-	if finished {
+	if r != nil {
+		a.log.Info("the servers no longer list the allocation; stopping and removing it", "alloc_id", e.id)
+		r.Stop(stopKill("the servers no longer list the allocation"))
+	}
+	if now {
 		a.tracked.Go(func() { a.destroyAlloc(e) })
 	}
 }
 
 // destroyAlloc frees what the allocation holds and forgets it.
 func (a *Agent) destroyAlloc(e *allocEntry) {
-	id := e.runner.ID()
 	ctx := context.WithoutCancel(a.runCtx)
-	if err := e.runner.Destroy(ctx); err != nil {
-		a.log.Warn("destroy allocation", "alloc_id", id, "error", err)
+	if r := a.runnerOf(e); r != nil {
+		if err := r.Destroy(ctx); err != nil {
+			a.log.Warn("destroy allocation", "alloc_id", e.id, "error", err)
+		}
+	} else if err := os.RemoveAll(e.dir); err != nil {
+		a.log.Warn("destroy allocation", "alloc_id", e.id, "error", err)
 	}
-	if err := a.db.DeleteAlloc(ctx, id); err != nil {
-		a.log.Error("forget allocation", "alloc_id", id, "error", err)
+	if err := a.db.DeleteAlloc(ctx, e.id); err != nil {
+		a.log.Error("forget allocation", "alloc_id", e.id, "error", err)
 	}
-	a.updates.Forget(id)
+	a.updates.Forget(e.id)
 	a.mu.Lock()
-	delete(a.runners, id)
+	delete(a.runners, e.id)
 	a.mu.Unlock()
 }
 
-// restore starts a runner for every allocation in the state file. Task
-// runners re-attach to their tasks; allocations the servers no longer want
-// are stopped at the first answer of the watch.
+// restore starts a runner for every allocation in the state file, and
+// keeps the finished ones as they ended. Task runners re-attach to their
+// tasks; allocations the servers no longer want are stopped, and those
+// they forgot destroyed, at the first answer of the watch.
 func (a *Agent) restore() {
 	stored, bad, err := a.db.Allocs()
 	if err != nil {
 		a.log.Error("read agent state; starting without it", "error", err)
 		return
 	}
-	for _, err := range bad {
+	finished, badFinished, err := a.db.Finished()
+	if err != nil {
+		a.log.Error("read finished allocations; starting without them", "error", err)
+	}
+	for _, err := range append(bad, badFinished...) {
 		a.log.Error("skipping a damaged allocation record", "error", err)
 	}
 	for _, s := range stored {
@@ -270,7 +461,18 @@ func (a *Agent) restore() {
 		}
 		a.launch(e)
 	}
-	if len(stored) > 0 {
-		a.log.Info("restored allocations", "count", len(stored))
+	a.mu.Lock()
+	for _, f := range finished {
+		if !caravan.ValidUUID(f.ID) || a.runners[f.ID] != nil {
+			continue
+		}
+		a.runners[f.ID] = &allocEntry{
+			id: f.ID, dir: filepath.Join(a.allocRoot, f.ID), final: f, finished: true,
+			modifyIndex: f.AllocModifyIndex, desired: f.DesiredStatus,
+		}
+	}
+	a.mu.Unlock()
+	if len(stored)+len(finished) > 0 {
+		a.log.Info("restored allocations", "running", len(stored), "finished", len(finished))
 	}
 }

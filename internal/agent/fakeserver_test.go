@@ -30,6 +30,11 @@ type fakeServer struct {
 	heartbeats int
 	stops      []string
 	down       bool
+	// served counts answers to the watch, sent the allocations in them.
+	served, sent int
+	// lagging answers as a server far behind (nothing placed yet);
+	// noSince as a server that predates ?since.
+	lagging, noSince bool
 }
 
 func newFakeServer(t testing.TB, ttl time.Duration) *fakeServer {
@@ -127,10 +132,23 @@ func (s *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 	reply(w, caravan.NodeRegisterResponse{NodeID: n.ID, HeartbeatTTL: caravan.Duration(s.ttl), Index: s.index, Servers: []string{s.addr()}})
 }
 
+// nodeAllocs serves the agent's watch as the servers do: the index is the
+// newest alloc_modify_index of the node's allocations, so status reports
+// and removals do not wake it. With ?since it answers with the changes.
 func (s *fakeServer) nodeAllocs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	index, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
-	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+	q := r.URL.Query()
+	index, _ := strconv.ParseUint(q.Get("index"), 10, 64)
+	wait, _ := time.ParseDuration(q.Get("wait"))
+	since, diff := uint64(0), q.Has("since")
+	s.mu.Lock()
+	if s.noSince {
+		diff = false
+	}
+	s.mu.Unlock()
+	if diff {
+		since, _ = strconv.ParseUint(q.Get("since"), 10, 64)
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -140,15 +158,45 @@ func (s *fakeServer) nodeAllocs(w http.ResponseWriter, r *http.Request) {
 			fail(w, 404, "node not found")
 			return
 		}
-		if s.index > index || wait == 0 {
-			var out []*caravan.Allocation
-			for _, a := range s.allocs {
-				if a.NodeID == id {
-					out = append(out, a.Copy())
+		var mine []*caravan.Allocation
+		var top uint64
+		for _, a := range s.allocs {
+			if a.NodeID == id && !s.lagging {
+				mine = append(mine, a.Copy())
+				top = max(top, a.AllocModifyIndex)
+			}
+		}
+		if top > index || wait == 0 || s.lagging {
+			s.served++
+			for _, a := range mine {
+				if !diff || a.AllocModifyIndex > since {
+					s.sent++
 				}
 			}
-			w.Header().Set(api.HeaderIndex, strconv.FormatUint(s.index, 10))
 			s.mu.Unlock()
+			w.Header().Set(api.HeaderIndex, strconv.FormatUint(max(top, 1), 10))
+			if !diff {
+				reply(w, mine)
+				return
+			}
+			out := &api.NodeAllocChanges{Since: since, Index: max(top, 1), Count: len(mine), Allocs: []*caravan.Allocation{}, Jobs: []*caravan.Job{}}
+			seen := map[*caravan.Job]bool{}
+			for _, a := range mine {
+				if q.Get("ids") == "true" {
+					out.IDs = append(out.IDs, api.AllocIndex{ID: a.ID, AllocModifyIndex: a.AllocModifyIndex})
+				}
+				if a.AllocModifyIndex <= since {
+					continue
+				}
+				if a.Job != nil && !seen[a.Job] {
+					seen[a.Job] = true
+					out.Jobs = append(out.Jobs, a.Job)
+				}
+				out.Allocs = append(out.Allocs, a.Stub())
+			}
+			if q.Get("ids") == "true" && out.IDs == nil {
+				out.IDs = []api.AllocIndex{}
+			}
 			reply(w, out)
 			return
 		}

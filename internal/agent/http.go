@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -117,7 +118,7 @@ func (a *Agent) handleAllocs(w http.ResponseWriter, r *http.Request) {
 	entries := a.entries()
 	out := make([]*caravan.Allocation, 0, len(entries))
 	for _, e := range entries {
-		out = append(out, e.runner.Alloc().Stub())
+		out = append(out, a.allocOf(e).Stub())
 	}
 	slices.SortFunc(out, func(x, y *caravan.Allocation) int {
 		return cmp.Or(cmp.Compare(x.CreateIndex, y.CreateIndex), strings.Compare(x.ID, y.ID))
@@ -132,7 +133,7 @@ func (a *Agent) handleAlloc(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e.runner.Alloc())
+	writeJSON(w, http.StatusOK, a.allocOf(e))
 }
 
 // StopResponse answers DELETE /allocations/{allocation_id}.
@@ -154,7 +155,7 @@ func (a *Agent) handleStopAlloc(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	id := e.runner.ID()
+	id := e.id
 	ctx, cancel := context.WithTimeout(r.Context(), stopTimeout)
 	defer cancel()
 	out := StopResponse{ID: id}
@@ -165,7 +166,9 @@ func (a *Agent) handleStopAlloc(w http.ResponseWriter, r *http.Request) {
 	} else {
 		out.EvalID, out.Index = resp.EvalID, resp.Index
 	}
-	e.runner.Stop(stopKill("stopped through the agent API"))
+	if run := a.runnerOf(e); run != nil {
+		run.Stop(stopKill("stopped through the agent API"))
+	}
 	a.log.Info("allocation stopped through the agent API", "alloc_id", id, "request_id", requestID(r))
 	writeJSON(w, http.StatusOK, out)
 }
@@ -233,33 +236,49 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	run := a.runnerOf(e)
 	var names []string
-	al := e.runner.ServerAlloc()
-	if tg := al.Job.LookupTaskGroup(al.TaskGroup); tg != nil {
-		for _, t := range tg.Tasks {
-			names = append(names, t.Name)
+	if run != nil {
+		al := run.ServerAlloc()
+		if tg := al.Job.LookupTaskGroup(al.TaskGroup); tg != nil {
+			for _, t := range tg.Tasks {
+				names = append(names, t.Name)
+			}
 		}
+	} else if final := a.allocOf(e); final != nil {
+		names = slices.Sorted(maps.Keys(final.TaskStates))
 	}
 	lr, err := parseLogRequest(r, names)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	tr := e.runner.Task(lr.task)
-	if tr == nil {
-		a.writeError(w, r, fmt.Errorf("task %q of allocation %s: %w", lr.task, e.runner.ID(), caravan.ErrNotFound))
+	if !slices.Contains(names, lr.task) {
+		a.writeError(w, r, fmt.Errorf("task %q of allocation %s: %w", lr.task, e.id, caravan.ErrNotFound))
 		return
 	}
-	lr.opt.Done = tr.Dead()
+	if run != nil {
+		lr.opt.Done = run.Task(lr.task).Dead()
+	} else {
+		lr.opt.Done = closed()
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-	dir := taskrunner.LogDir(e.runner.Dir())
+	dir := taskrunner.LogDir(e.dir)
 	if err := logs.Copy(r.Context(), w, dir, lr.task+"."+lr.stream, lr.opt); err != nil && r.Context().Err() == nil {
-		a.log.LogAttrs(r.Context(), slog.LevelWarn, "serve task logs", slog.String("alloc_id", e.runner.ID()),
+		a.log.LogAttrs(r.Context(), slog.LevelWarn, "serve task logs", slog.String("alloc_id", e.id),
 			slog.String("task", lr.task), slog.String("request_id", requestID(r)), slog.Any("error", err))
 	}
+}
+
+// closed returns a closed channel: the tasks of a finished allocation are
+// dead.
+func closed() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }

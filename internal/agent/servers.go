@@ -256,7 +256,9 @@ func (a *Agent) disconnectLoop(ctx context.Context) error {
 				Reason: fmt.Sprintf("no contact with the servers for %s (max_client_disconnect %s)", since.Round(time.Second), a.cfg.MaxClientDisconnect),
 			}
 			for _, e := range a.entries() {
-				e.runner.Stop(kill)
+				if r := a.runnerOf(e); r != nil {
+					r.Stop(kill)
+				}
 			}
 		}
 	}
@@ -291,10 +293,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// watchQuery is one blocking query of the node's allocations.
-func (a *Agent) watchQuery(ctx context.Context, index uint64) ([]*caravan.Allocation, *api.QueryMeta, error) {
+// watchQuery asks what changed on the node's allocations after since;
+// with block it waits (BlockingWait at most) until something did.
+func (a *Agent) watchQuery(ctx context.Context, since uint64, block, withIDs bool) (*api.NodeAllocChanges, error) {
 	// A server that dies mid-query may never answer: bound the wait.
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.BlockingWait+a.cfg.BlockingWait/16+10*time.Second)
 	defer cancel()
-	return a.client.NodeAllocations(qctx, a.identity.NodeID, &api.QueryOptions{Index: index, Wait: a.cfg.BlockingWait})
+	q := &api.QueryOptions{Wait: a.cfg.BlockingWait}
+	if block {
+		q.Index = since
+	}
+	ch, _, err := a.client.NodeAllocationChanges(qctx, a.identity.NodeID, since, withIDs, q)
+	return ch, err
 }

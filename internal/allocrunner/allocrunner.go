@@ -25,6 +25,7 @@ package allocrunner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -417,15 +418,26 @@ func (r *Runner) ServerAlloc() *caravan.Allocation {
 	return r.alloc
 }
 
+// FreeTasks asks the drivers to free what the tasks' last runs may still
+// hold. A task runner does that when its task dies; this catches a run
+// whose freeing failed. Call it once Run returned.
+func (r *Runner) FreeTasks(ctx context.Context) error {
+	var errs []error
+	for i, t := range r.tasks {
+		if d := r.drivers[i]; d != nil {
+			if err := d.Destroy(ctx, t.ID()); err != nil && !errors.Is(err, driver.ErrTaskNotFound) {
+				errs = append(errs, fmt.Errorf("free task %s: %w", t.Name(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Destroy frees what the tasks may still hold in their drivers and removes
 // the allocation's directory. Call it once Run returned.
 func (r *Runner) Destroy(ctx context.Context) error {
-	for i, t := range r.tasks {
-		if d := r.drivers[i]; d != nil {
-			if err := d.Destroy(ctx, t.ID()); err != nil {
-				r.log.Warn("destroy task", "task", t.Name(), "error", err)
-			}
-		}
+	if err := r.FreeTasks(ctx); err != nil {
+		r.log.Warn("destroy tasks", "error", err)
 	}
 	if err := os.RemoveAll(r.cfg.Dir); err != nil {
 		return fmt.Errorf("remove allocation directory: %w", err)

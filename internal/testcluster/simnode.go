@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -40,8 +41,10 @@ type SimNode struct {
 	client   *api.Client
 	behavior Behavior
 
-	mu      sync.Mutex
-	allocs  map[string]*simAlloc
+	mu     sync.Mutex
+	allocs map[string]*simAlloc
+	// seen holds every allocation id the servers list for the node.
+	seen    map[string]bool
 	pending map[string]*caravan.AllocClientUpdate
 	wake    chan struct{}
 
@@ -89,7 +92,7 @@ func StartSimNode(ctx context.Context, addrs []string, node *caravan.Node, behav
 	runCtx, cancel := context.WithCancel(context.Background())
 	n := &SimNode{
 		Node: node, client: c, behavior: behavior,
-		allocs: map[string]*simAlloc{}, pending: map[string]*caravan.AllocClientUpdate{},
+		allocs: map[string]*simAlloc{}, seen: map[string]bool{}, pending: map[string]*caravan.AllocClientUpdate{},
 		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
 	}
 	var wg sync.WaitGroup
@@ -123,28 +126,80 @@ func (n *SimNode) heartbeat(ctx context.Context, ttl time.Duration) {
 	}
 }
 
+// watch follows the node's allocations as an agent does: everything
+// first, then only what the servers changed, and every id when the count
+// says some were removed.
 func (n *SimNode) watch(ctx context.Context) {
-	var index uint64
+	var since uint64
+	withIDs := false
 	for ctx.Err() == nil {
-		allocs, meta, err := n.client.NodeAllocations(ctx, n.Node.ID, &api.QueryOptions{Index: index, Wait: 30 * time.Second})
-		if err != nil {
+		q := &api.QueryOptions{Wait: 30 * time.Second}
+		if since > 0 && !withIDs {
+			q.Index = since
+		}
+		ch, _, err := n.client.NodeAllocationChanges(ctx, n.Node.ID, since, withIDs, q)
+		if err != nil || (since > 0 && ch.Index < since) {
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		index = meta.LastIndex
-		for _, a := range allocs {
+		jobs := map[string]*caravan.Job{}
+		for _, j := range ch.Jobs {
+			if j != nil {
+				jobs[j.ID+"@"+strconv.FormatUint(j.Version, 10)] = j
+			}
+		}
+		for _, a := range ch.Allocs {
+			if a == nil {
+				continue
+			}
+			if a.Job == nil {
+				a.Job = jobs[a.JobID+"@"+strconv.FormatUint(a.JobVersion, 10)]
+			}
 			n.observe(ctx, a)
 		}
+		since, withIDs = ch.Index, n.forgetRemoved(ch)
 	}
+}
+
+// forgetRemoved drops the allocations the servers no longer list. It
+// reports whether the ids are needed to know which.
+func (n *SimNode) forgetRemoved(ch *api.NodeAllocChanges) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var listed map[string]bool
+	switch {
+	case ch.Since == 0:
+		listed = make(map[string]bool, len(ch.Allocs))
+		for _, a := range ch.Allocs {
+			if a != nil {
+				listed[a.ID] = true
+			}
+		}
+	case ch.IDs != nil:
+		listed = make(map[string]bool, len(ch.IDs))
+		for _, id := range ch.IDs {
+			listed[id.ID] = true
+		}
+	default:
+		return len(n.seen) > ch.Count
+	}
+	for id := range n.allocs {
+		if !listed[id] {
+			delete(n.allocs, id)
+		}
+	}
+	n.seen = listed
+	return false
 }
 
 // observe reacts to the server's view of one allocation.
 func (n *SimNode) observe(ctx context.Context, a *caravan.Allocation) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.seen[a.ID] = true
 	sa, known := n.allocs[a.ID]
 	if !known {
 		if a.ClientTerminal() {
