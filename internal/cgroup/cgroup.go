@@ -1,7 +1,8 @@
 // Package cgroup puts a task's processes in a Linux control group with
 // limits, and lists, kills, measures and deletes them, on hosts with cgroup
-// v1 (legacy or hybrid) and cgroup v2 (unified) alike. It is a small layer
-// over containerd/cgroups.
+// v1 (legacy or hybrid) and cgroup v2 (unified) alike. It reads and writes
+// the cgroup file systems itself: the few files caravan needs do not call
+// for a library, and a task's start and end pay for every file touched.
 //
 // Layout. Every task gets one leaf group below a parent that caravan owns,
 // such as "caravan/<alloc id>.<task>". On v1 the leaf exists in each
@@ -16,9 +17,9 @@
 //	    └── 9b41….batch/
 //
 // A process is started inside its group from its first instruction
-// (Group.ForkExec): with CLONE_INTO_CGROUP on v2, and on v1 (or old v2
-// kernels) by moving the calling process into the group, forking, and moving
-// it back.
+// (Group.ForkExec): with CLONE_INTO_CGROUP on v2; on v1 one thread of the
+// calling process moves itself into the group, forks, and moves back; on
+// old v2 kernels without clone3 the whole calling process does.
 package cgroup
 
 import (

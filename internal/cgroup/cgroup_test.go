@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -165,53 +166,75 @@ func TestCPUWeight(t *testing.T) {
 	}
 }
 
-func TestResourcesV2(t *testing.T) {
-	r := resourcesV2(Limits{MemoryBytes: 32 << 20, CPUShares: 1024, Cpus: []int{1, 0}, Pids: 100})
-	if r.Memory == nil || *r.Memory.Max != 32<<20 {
-		t.Errorf("memory = %+v", r.Memory)
+func TestLimitsV2(t *testing.T) {
+	got := limitsV2(Limits{MemoryBytes: 32 << 20, CPUShares: 1024, Cpus: []int{1, 0}, Pids: 100})
+	want := []limitFile{
+		{"memory", "memory.max", "33554432"}, {"memory", "memory.swap.max", "0"},
+		{"cpu", "cpu.weight", "100"}, {"cpuset", "cpuset.cpus", "0,1"}, {"pids", "pids.max", "100"},
 	}
-	if r.CPU == nil || *r.CPU.Weight != 100 || r.CPU.Cpus != "0,1" {
-		t.Errorf("cpu = %+v", r.CPU)
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(limitFile{})); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
 	}
-	if r.Pids == nil || r.Pids.Max != 100 {
-		t.Errorf("pids = %+v", r.Pids)
-	}
-	if diff := cmp.Diff([]string{"cpu", "cpuset", "memory", "pids"}, r.EnabledControllers()); diff != "" {
+	if diff := cmp.Diff([]string{"cpu", "cpuset", "memory", "pids"}, controllersV2(Limits{MemoryBytes: 1, CPUShares: 1, Cpus: []int{0}, Pids: 1})); diff != "" {
 		t.Errorf("controllers (-want +got):\n%s", diff)
 	}
-	empty := resourcesV2(Limits{})
-	if got := empty.EnabledControllers(); len(got) != 0 {
+	if got := controllersV2(Limits{}); len(got) != 0 {
 		t.Errorf("no limits enable %v", got)
 	}
-	sharesOnly := resourcesV2(Limits{CPUShares: 100})
-	if diff := cmp.Diff([]string{"cpu"}, sharesOnly.EnabledControllers()); diff != "" {
+	if diff := cmp.Diff([]string{"cpu"}, controllersV2(Limits{CPUShares: 100})); diff != "" {
 		t.Errorf("shares only (-want +got):\n%s", diff)
 	}
 }
 
-func TestResourcesV1(t *testing.T) {
+func TestLimitsV1(t *testing.T) {
 	root := t.TempDir()
 	mustMkdir(t, filepath.Join(root, "memory"))
 	m := &Manager{version: V1, root: root, controllers: []string{"memory", "cpu"}}
-	r := m.resourcesV1(Limits{MemoryBytes: 1 << 20, CPUShares: 1})
-	if *r.Memory.Limit != 1<<20 || r.Memory.Swap != nil {
-		t.Errorf("memory without swap accounting = %+v", r.Memory)
-	}
-	if *r.CPU.Shares != 2 {
-		t.Errorf("shares = %d, want the minimum 2", *r.CPU.Shares)
+	diff := func(want, got []limitFile) string { return cmp.Diff(want, got, cmp.AllowUnexported(limitFile{})) }
+	if d := diff([]limitFile{{"memory", "memory.limit_in_bytes", "1048576"}, {"cpu", "cpu.shares", "2"}},
+		m.limitsV1(Limits{MemoryBytes: 1 << 20, CPUShares: 1})); d != "" {
+		t.Errorf("without swap accounting, shares at the minimum (-want +got):\n%s", d)
 	}
 	if err := os.WriteFile(filepath.Join(root, "memory", "memory.memsw.limit_in_bytes"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := m.resourcesV1(Limits{CPUShares: 1 << 40}); *r.CPU.Shares != 262144 {
-		t.Errorf("shares = %d, want the maximum 262144", *r.CPU.Shares)
+	if d := diff([]limitFile{{"cpu", "cpu.shares", "262144"}}, m.limitsV1(Limits{CPUShares: 1 << 40})); d != "" {
+		t.Errorf("shares at the maximum (-want +got):\n%s", d)
 	}
-	r = m.resourcesV1(Limits{MemoryBytes: 1 << 20, Cpus: []int{2}})
-	if r.Memory.Swap == nil || *r.Memory.Swap != 1<<20 {
-		t.Errorf("swap = %v, want equal to the limit (no swap)", r.Memory.Swap)
+	if d := diff([]limitFile{{"memory", "memory.limit_in_bytes", "1048576"}, {"memory", "memory.memsw.limit_in_bytes", "1048576"},
+		{"cpuset", "cpuset.cpus", "2"}, {"pids", "pids.max", "5"}},
+		m.limitsV1(Limits{MemoryBytes: 1 << 20, Cpus: []int{2}, Pids: 5})); d != "" {
+		t.Errorf("swap off, cpuset, pids (-want +got):\n%s", d)
 	}
-	if r.CPU.Shares != nil || r.CPU.Cpus != "2" {
-		t.Errorf("cpu = %+v", r.CPU)
+}
+
+// TestStatsFiles reads the figures from the files of both versions.
+func TestStatsFiles(t *testing.T) {
+	root := t.TempDir()
+	v1 := &v1Group{root: root, name: "g", controllers: []string{"cpuacct", "memory"}}
+	mustMkdir(t, filepath.Join(root, "cpuacct", "g"))
+	mustMkdir(t, filepath.Join(root, "memory", "g"))
+	mustWrite(t, filepath.Join(root, "cpuacct", "g", "cpuacct.stat"), "user 250\nsystem 3\n")
+	mustWrite(t, filepath.Join(root, "memory", "g", "memory.usage_in_bytes"), "4096\n")
+	mustWrite(t, filepath.Join(root, "memory", "g", "memory.max_usage_in_bytes"), "8192\n")
+	mustWrite(t, filepath.Join(root, "memory", "g", "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	s, err := v1.stats()
+	want := Stats{CPUUser: 2500 * time.Millisecond, CPUSystem: 30 * time.Millisecond, MemoryBytes: 4096, MaxMemoryBytes: 8192, OOMKills: 2}
+	if err != nil || s != want {
+		t.Errorf("v1 stats = %+v, %v; want %+v", s, err, want)
+	}
+	v2dir := filepath.Join(root, "unified", "g")
+	mustMkdir(t, v2dir)
+	mustWrite(t, filepath.Join(v2dir, "cpu.stat"), "usage_usec 9\nuser_usec 7\nsystem_usec 2\n")
+	mustWrite(t, filepath.Join(v2dir, "memory.current"), "100\n")
+	mustWrite(t, filepath.Join(v2dir, "memory.events"), "low 0\noom 1\noom_kill 1\n")
+	s, err = (&v2Group{dir: v2dir}).stats()
+	want = Stats{CPUUser: 7 * time.Microsecond, CPUSystem: 2 * time.Microsecond, MemoryBytes: 100, OOMKills: 1}
+	if err != nil || s != want {
+		t.Errorf("v2 stats = %+v, %v; want %+v (no memory.peak before Linux 5.19)", s, err, want)
+	}
+	if _, err := (&v2Group{dir: filepath.Join(root, "gone")}).stats(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("stats of a deleted group: %v", err)
 	}
 }
 

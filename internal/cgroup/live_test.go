@@ -174,6 +174,18 @@ func TestHostGroup(t *testing.T) {
 	if diff := cmp.Diff(own, procCgroups(t, os.Getpid())); diff != "" {
 		t.Errorf("this process moved (-before +after):\n%s", diff)
 	}
+	// No thread of this process stayed in the group (on v1 one thread
+	// moves in to fork the child).
+	threads, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, th := range threads {
+		b, err := os.ReadFile("/proc/self/task/" + th.Name() + "/cgroup")
+		if err == nil && strings.Contains(string(b), g.Name()) {
+			t.Errorf("thread %s is still in the group:\n%s", th.Name(), b)
+		}
+	}
 	status := readTrim(t, "/proc/"+strconv.Itoa(pid)+"/status")
 	if !strings.Contains(status, "Cpus_allowed_list:\t"+strconv.Itoa(core)+"\n") {
 		t.Errorf("child's cpus are not {%d}:\n%s", core, status)

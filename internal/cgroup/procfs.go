@@ -18,6 +18,17 @@ func ownCgroups() (map[string]string, error) {
 	return parseProcCgroup(f)
 }
 
+// threadCgroups reads the calling thread's groups (on v1 a thread may be in
+// other groups than its process) from /proc/thread-self/cgroup.
+func threadCgroups() (map[string]string, error) {
+	f, err := os.Open("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroups: %w", err)
+	}
+	defer f.Close()
+	return parseProcCgroup(f)
+}
+
 // parseProcCgroup parses /proc/<pid>/cgroup ("4:memory:/a/b", "1:cpu,cpuacct:/",
 // "0::/c") into a map from controller to path. The v2 entry's key is "".
 // Named v1 hierarchies ("name=systemd") keep their "name=" key.

@@ -6,108 +6,121 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
-
-	"github.com/containerd/cgroups/v3/cgroup1"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
+
+// userHZ is the unit of cpuacct.stat: clock ticks of 1/100 s on every
+// Linux architecture caravan runs on.
+const userHZ = 100
 
 // v1Group is a group on a v1 host: one directory per hierarchy.
 type v1Group struct {
 	root        string
 	name        string
 	controllers []string
-	cg          cgroup1.Cgroup
 }
 
-// hierarchyV1 lists the subsystems caravan uses that the host has.
-func (m *Manager) hierarchyV1() cgroup1.Hierarchy {
-	return func() ([]cgroup1.Subsystem, error) {
-		var subs []cgroup1.Subsystem
-		for _, c := range m.controllers {
-			switch c {
-			case "freezer":
-				subs = append(subs, cgroup1.NewFreezer(m.root))
-			case "pids":
-				subs = append(subs, cgroup1.NewPids(m.root))
-			case "cpuset":
-				subs = append(subs, cgroup1.NewCpuset(m.root))
-			case "cpu":
-				subs = append(subs, cgroup1.NewCpu(m.root))
-			case "cpuacct":
-				subs = append(subs, cgroup1.NewCpuacct(m.root))
-			case "memory":
-				subs = append(subs, cgroup1.NewMemory(m.root, cgroup1.OptionalSwap()))
-			}
-		}
-		return subs, nil
-	}
+// limitFile is one file a limit is written to: a hierarchy's (controller,
+// "" on v2) file below the group's directory.
+type limitFile struct {
+	controller, file, value string
 }
 
-// resourcesV1 maps limits to the OCI resources containerd writes.
-func (m *Manager) resourcesV1(l Limits) *specs.LinuxResources {
-	res := &specs.LinuxResources{}
+// limitsV1 maps limits to the v1 files that enforce them, in the order
+// they are written. The memory limit comes with an equal memory+swap limit
+// where the host accounts for swap, which leaves no room for swap.
+func (m *Manager) limitsV1(l Limits) []limitFile {
+	var out []limitFile
 	if l.MemoryBytes > 0 {
-		limit := l.MemoryBytes
-		res.Memory = &specs.LinuxMemory{Limit: &limit}
+		v := strconv.FormatInt(l.MemoryBytes, 10)
+		out = append(out, limitFile{"memory", "memory.limit_in_bytes", v})
 		if fileExists(filepath.Join(m.root, "memory", "memory.memsw.limit_in_bytes")) {
-			// memsw limits memory plus swap: equal to the memory limit,
-			// it leaves no room for swap.
-			swap := limit
-			res.Memory.Swap = &swap
+			out = append(out, limitFile{"memory", "memory.memsw.limit_in_bytes", v})
 		}
 	}
-	if l.CPUShares > 0 || len(l.Cpus) > 0 {
-		res.CPU = &specs.LinuxCPU{}
-		if l.CPUShares > 0 {
-			shares := min(max(2, l.CPUShares), 262144) // the kernel's range
-			res.CPU.Shares = &shares
-		}
-		if len(l.Cpus) > 0 {
-			res.CPU.Cpus = FormatCPUList(l.Cpus)
-		}
+	if l.CPUShares > 0 {
+		shares := min(max(2, l.CPUShares), 262144) // the kernel's range
+		out = append(out, limitFile{"cpu", "cpu.shares", strconv.FormatUint(shares, 10)})
+	}
+	if len(l.Cpus) > 0 {
+		out = append(out, limitFile{"cpuset", "cpuset.cpus", FormatCPUList(l.Cpus)})
 	}
 	if l.Pids > 0 {
-		pids := l.Pids
-		res.Pids = &specs.LinuxPids{Limit: &pids}
+		out = append(out, limitFile{"pids", "pids.max", strconv.FormatInt(l.Pids, 10)})
 	}
-	return res
+	return out
 }
 
 func (m *Manager) createV1(name string, l Limits) (backend, error) {
-	res := m.resourcesV1(l)
 	if len(l.Cpus) > 0 && !slices.Contains(m.controllers, "cpuset") {
 		return nil, errors.New("a cpuset needs the v1 cpuset hierarchy, which this host lacks")
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath("/"+name), res, cgroup1.WithHierarchy(m.hierarchyV1()))
-	if err != nil {
-		return nil, err
+	g := &v1Group{root: m.root, name: name, controllers: m.controllers}
+	for _, c := range m.controllers {
+		if err := mkdirV1(filepath.Join(m.root, c), name, c == "cpuset"); err != nil {
+			return nil, err
+		}
 	}
-	return &v1Group{root: m.root, name: name, controllers: m.controllers, cg: cg}, nil
+	files := m.limitsV1(l)
+	for i, f := range files {
+		err := writeFile(filepath.Join(m.root, f.controller, name, f.file), []byte(f.value))
+		if err != nil && f.file == "memory.limit_in_bytes" && i+1 < len(files) && files[i+1].file == "memory.memsw.limit_in_bytes" {
+			// A limit above the current memory+swap limit: raise that first.
+			if err = writeFile(filepath.Join(m.root, "memory", name, files[i+1].file), []byte(files[i+1].value)); err == nil {
+				err = writeFile(filepath.Join(m.root, f.controller, name, f.file), []byte(f.value))
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w", f.file, err)
+		}
+	}
+	return g, nil
+}
+
+// mkdirV1 makes name and its parents below a hierarchy's root. A new
+// cpuset group gets its parent's cpus and memory nodes: it holds no
+// process until they are set.
+func mkdirV1(hierarchy, name string, cpuset bool) error {
+	dir := hierarchy
+	for seg := range strings.SplitSeq(name, "/") {
+		parent := dir
+		dir = filepath.Join(dir, seg)
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if cpuset {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				b, err := os.ReadFile(filepath.Join(parent, f))
+				if err != nil {
+					return err
+				}
+				if err := writeFile(filepath.Join(dir, f), trimSpace(b)); err != nil {
+					return fmt.Errorf("set %s: %w", f, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (m *Manager) loadV1(name string) (backend, error) {
-	found := false
 	for _, c := range m.controllers {
 		if fileExists(filepath.Join(m.root, c, name)) {
-			found = true
+			return &v1Group{root: m.root, name: name, controllers: m.controllers}, nil
 		}
 	}
-	if !found {
-		return nil, ErrNotFound
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+name), cgroup1.WithHierarchy(m.hierarchyV1()))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &v1Group{root: m.root, name: name, controllers: m.controllers, cg: cg}, nil
+	return nil, ErrNotFound
 }
 
 func (g *v1Group) dirs() []hierarchyDir {
-	var out []hierarchyDir
+	out := make([]hierarchyDir, 0, len(g.controllers))
 	for _, c := range g.controllers {
 		out = append(out, hierarchyDir{controller: c, dir: filepath.Join(g.root, c, g.name)})
 	}
@@ -126,41 +139,50 @@ func (g *v1Group) listController() string {
 }
 
 func (g *v1Group) pids() ([]int, error) {
-	procs, err := g.cg.Processes(cgroup1.Name(g.listController()), true)
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return nil, os.ErrNotExist
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := make([]int, 0, len(procs))
-	for _, p := range procs {
-		out = append(out, p.Pid)
-	}
-	return out, nil
+	return treePids(filepath.Join(g.root, g.listController(), g.name))
 }
 
 func (g *v1Group) stats() (Stats, error) {
-	m, err := g.cg.Stat(cgroup1.IgnoreNotExist)
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return Stats{}, ErrNotFound
-	}
-	if err != nil {
-		return Stats{}, err
-	}
 	var s Stats
-	if m.CPU != nil && m.CPU.Usage != nil {
-		s.CPUUser = time.Duration(m.CPU.Usage.User)
-		s.CPUSystem = time.Duration(m.CPU.Usage.Kernel)
+	read := func(controller, file string) ([]byte, bool, error) {
+		if !slices.Contains(g.controllers, controller) {
+			return nil, false, nil
+		}
+		b, err := os.ReadFile(filepath.Join(g.root, controller, g.name, file))
+		if errors.Is(err, os.ErrNotExist) {
+			if !fileExists(filepath.Join(g.root, controller, g.name)) {
+				return nil, false, ErrNotFound
+			}
+			return nil, false, nil // a file this kernel lacks
+		}
+		return b, err == nil, err
 	}
-	if m.Memory != nil && m.Memory.Usage != nil {
-		s.MemoryBytes = clampInt64(m.Memory.Usage.Usage)
-		s.MaxMemoryBytes = clampInt64(m.Memory.Usage.Max)
+	if b, ok, err := read("cpuacct", "cpuacct.stat"); err != nil {
+		return Stats{}, err
+	} else if ok {
+		s.CPUUser = ticks(keyedValue(b, "user"))
+		s.CPUSystem = ticks(keyedValue(b, "system"))
 	}
-	if m.MemoryOomControl != nil {
-		s.OOMKills = m.MemoryOomControl.OomKill
+	for _, f := range []struct {
+		file string
+		dst  *int64
+	}{{"memory.usage_in_bytes", &s.MemoryBytes}, {"memory.max_usage_in_bytes", &s.MaxMemoryBytes}} {
+		if b, ok, err := read("memory", f.file); err != nil {
+			return Stats{}, err
+		} else if ok {
+			*f.dst = clampInt64(parseUint(trimSpace(b)))
+		}
+	}
+	if b, ok, err := read("memory", "memory.oom_control"); err != nil {
+		return Stats{}, err
+	} else if ok {
+		s.OOMKills = keyedValue(b, "oom_kill")
 	}
 	return s, nil
+}
+
+func ticks(n uint64) time.Duration {
+	return time.Duration(clampInt64(n/userHZ))*time.Second + time.Duration(n%userHZ)*(time.Second/userHZ)
 }
 
 func (g *v1Group) freeze(frozen bool) error {
@@ -184,18 +206,74 @@ func (g *v1Group) freeze(frozen bool) error {
 func (g *v1Group) killAll() (bool, error) { return false, nil }
 
 func (g *v1Group) remove() error {
-	err := g.cg.Delete()
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+	var errs []error
+	for _, c := range g.controllers {
+		if err := removeTree(filepath.Join(g.root, c, g.name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// treePids lists the processes in the group at dir and in its descendants.
+func treePids(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if pid, err := strconv.Atoi(line); err == nil {
+			out = append(out, pid)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		sub, err := treePids(filepath.Join(dir, e.Name()))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		out = append(out, sub...)
+	}
+	return out, nil
+}
+
+// removeTree removes a group's directory and those of its descendants,
+// deepest first (a cgroup directory holds only the kernel's files, which
+// go with it). A directory that is gone already is fine.
+func removeTree(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	err = syscall.Rmdir(dir)
+	if err == nil || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return &os.PathError{Op: "rmdir", Path: dir, Err: err}
 }
 
 // writeAndWait writes value to file and polls done until it reports true,
 // for at most a second: a freeze that does not finish in that time is left
 // to the caller's next attempt.
 func writeAndWait(file, value string, done func() (bool, error)) error {
-	if err := os.WriteFile(file, []byte(value), 0); err != nil {
+	if err := writeFile(file, []byte(value)); err != nil {
 		return err
 	}
 	for range 100 {
@@ -218,6 +296,23 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+func parseUint(b []byte) uint64 {
+	n, _ := strconv.ParseUint(string(b), 10, 64)
+	return n
+}
+
+// keyedValue returns the number after key in a flat keyed file such as
+// cpuacct.stat ("user 12\nsystem 3\n"), or 0.
+func keyedValue(b []byte, key string) uint64 {
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, " ")
+		if ok && k == key {
+			return parseUint([]byte(strings.TrimSpace(v)))
+		}
+	}
+	return 0
 }
 
 func clampInt64(v uint64) int64 {
