@@ -107,6 +107,14 @@ func (f *FSM) dispatch(index uint64, t MessageType, payload []byte) (*Response, 
 		return run(f, t, payload, func(r *PlanApplyRequest) (*Response, error) {
 			return &Response{}, s.ApplyPlans(index, r.Time, r.Plans)
 		})
+	case PlanApplyCompact:
+		return run(f, t, payload, func(r *compactRequest) (*Response, error) {
+			req, err := r.expand()
+			if err != nil {
+				return nil, err
+			}
+			return &Response{}, s.ApplyPlans(index, req.Time, req.Plans)
+		})
 	case Reap:
 		return run(f, t, payload, func(r *ReapRequest) (*Response, error) {
 			return &Response{}, s.Reap(index, r.Reap)

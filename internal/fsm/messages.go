@@ -27,6 +27,9 @@ const (
 	PlanApply         MessageType = 10
 	Reap              MessageType = 11
 	ServerMember      MessageType = 12
+	// PlanApplyCompact carries a PlanApplyRequest like PlanApply, written
+	// in the compact form of compact.go.
+	PlanApplyCompact MessageType = 13
 )
 
 var messageNames = [...]string{
@@ -42,6 +45,7 @@ var messageNames = [...]string{
 	PlanApply:         "PlanApply",
 	Reap:              "Reap",
 	ServerMember:      "ServerMember",
+	PlanApplyCompact:  "PlanApplyCompact",
 }
 
 // String names the command.
@@ -170,11 +174,18 @@ func Encode(t MessageType, payload any) ([]byte, error) {
 	if err := checkPayload(t, payload); err != nil {
 		return nil, err
 	}
+	var plan *PlanApplyRequest
 	switch p := payload.(type) {
 	case *PlanApplyRequest:
-		payload = withoutJobs(p)
+		plan = p
 	case PlanApplyRequest:
-		payload = withoutJobs(&p)
+		plan = &p
+	}
+	switch {
+	case t == PlanApplyCompact:
+		payload = compactOf(plan)
+	case plan != nil:
+		payload = withoutJobs(plan)
 	}
 	b, err := json.Marshal(payload)
 	if err != nil {
@@ -205,7 +216,7 @@ func checkPayload(t MessageType, payload any) error {
 		ok = is[NodeDeregisterRequest](payload)
 	case AllocClientUpdate:
 		ok = is[AllocClientUpdateRequest](payload)
-	case PlanApply:
+	case PlanApply, PlanApplyCompact:
 		ok = is[PlanApplyRequest](payload)
 	case Reap:
 		ok = is[ReapRequest](payload)
