@@ -58,7 +58,7 @@ func (s *Server) applyPlanBatch(ctx context.Context, batch []*broker.PendingPlan
 	}
 	var index uint64
 	if len(req.Plans) > 0 {
-		resp, err := s.apply(ctx, fsm.PlanApply, req)
+		resp, err := s.apply(ctx, fsm.PlanApplyCompact, req)
 		if err != nil {
 			for _, a := range answers {
 				a.p.Respond(nil, err)
