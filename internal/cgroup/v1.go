@@ -80,31 +80,46 @@ func (m *Manager) createV1(name string, l Limits) (backend, error) {
 	return g, nil
 }
 
-// mkdirV1 makes name and its parents below a hierarchy's root. A new
-// cpuset group gets its parent's cpus and memory nodes: it holds no
-// process until they are set.
+// mkdirV1 makes name and its parents below a hierarchy's root. A cpuset
+// group gets its parent's cpus and memory nodes: it holds no process until
+// they are set. That is checked for groups that exist already too, since
+// another start may have just made a shared parent and not set them yet:
+// a child copying the parent's empty cpus could not take a process (the
+// kernel's "no space left on device").
 func mkdirV1(hierarchy, name string, cpuset bool) error {
 	dir := hierarchy
 	for seg := range strings.SplitSeq(name, "/") {
 		parent := dir
 		dir = filepath.Join(dir, seg)
-		err := os.Mkdir(dir, 0o755)
-		if errors.Is(err, os.ErrExist) {
-			continue
-		}
-		if err != nil {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
 		if cpuset {
-			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				b, err := os.ReadFile(filepath.Join(parent, f))
-				if err != nil {
-					return err
-				}
-				if err := writeFile(filepath.Join(dir, f), trimSpace(b)); err != nil {
-					return fmt.Errorf("set %s: %w", f, err)
-				}
+			if err := inheritCpuset(parent, dir); err != nil {
+				return err
 			}
+		}
+	}
+	return nil
+}
+
+// inheritCpuset gives a cpuset group without cpus or memory nodes its
+// parent's.
+func inheritCpuset(parent, dir string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return err
+		}
+		if len(trimSpace(cur)) > 0 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(dir, f), trimSpace(b)); err != nil {
+			return fmt.Errorf("set %s: %w", f, err)
 		}
 	}
 	return nil
