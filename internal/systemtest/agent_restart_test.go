@@ -122,8 +122,8 @@ func TestAgentKill9TasksSurvive(t *testing.T) {
 	events := eventTypes(sts)
 	if s.ClientStatus != caravan.AllocClientRunning || sts.State != caravan.TaskStateRunning || sts.Restarts != 0 ||
 		countOf(events, caravan.TaskEventStarted) != 1 || countOf(events, caravan.TaskEventReattached) != 1 {
-		t.Errorf("service allocation %s, task %s, %d restarts, events %v; want running, started once, reattached once",
-			s.ClientStatus, sts.State, sts.Restarts, events)
+		t.Errorf("service allocation %s, task %s, %d restarts; want running, started once, reattached once; events:%s",
+			s.ClientStatus, sts.State, sts.Restarts, eventLog(sts))
 	}
 	if now := processes(taskPids(parent, svcAlloc.ID, "t")); !slices.Equal(now, svcProcs) {
 		t.Errorf("service task processes were %+v before the agent died, %+v after its restart", svcProcs, now)
@@ -235,7 +235,7 @@ func TestAgentKill9CatchesUp(t *testing.T) {
 	events := eventTypes(a.TaskStates["t"])
 	t.Logf("crashed task events: %v", events)
 	if countOf(events, caravan.TaskEventStarted) != 2 || countOf(events, caravan.TaskEventRestarting) != 1 {
-		t.Errorf("crashed task events %v: want two starts and one restart", events)
+		t.Errorf("crashed task: want two starts and one restart; events:%s", eventLog(a.TaskStates["t"]))
 	}
 	for _, p := range newCrashProcs {
 		if slices.Contains(crashProcs, p) {

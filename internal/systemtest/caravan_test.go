@@ -208,6 +208,18 @@ func eventTypes(ts *caravan.TaskState) []string {
 	return out
 }
 
+// eventLog renders a task's events with their messages, for failures.
+func eventLog(ts *caravan.TaskState) string {
+	if ts == nil {
+		return "(no task state)"
+	}
+	var b strings.Builder
+	for _, e := range ts.Events {
+		fmt.Fprintf(&b, "\n  %s %s", e.Type, e.Message)
+	}
+	return b.String()
+}
+
 // countOf counts s in list.
 func countOf(list []string, s string) int {
 	n := 0
