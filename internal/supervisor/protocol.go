@@ -117,9 +117,11 @@ type Started struct {
 	Error string `json:"error,omitempty"`
 }
 
-// WriteSpec writes s to path atomically.
+// WriteSpec writes s to path atomically. It does not wait for the disk: a
+// spec matters only while its supervisor runs, which no crash of the
+// machine outlives.
 func WriteSpec(path string, s *Spec) error {
-	return writeJSON(path, s)
+	return writeJSON(path, s, false)
 }
 
 // ReadSpec reads and validates a spec file.
@@ -138,7 +140,7 @@ func ReadSpec(path string) (*Spec, error) {
 // caller then sends SIGTERM to the supervisor, which reads it. A later
 // request with a shorter kill timeout shortens the wait.
 func RequestStop(path string, r StopRequest) error {
-	if err := writeJSON(path, r); err != nil {
+	if err := writeJSON(path, r, false); err != nil {
 		return fmt.Errorf("write stop request: %w", err)
 	}
 	return nil
@@ -167,9 +169,10 @@ func ReadStatus(path string) (*driver.ExitResult, error) {
 	return &r, nil
 }
 
-// writeStatus writes the exit result atomically.
+// writeStatus writes the exit result atomically and durably: the agent may
+// read it only after a restart of the machine.
 func writeStatus(path string, r *driver.ExitResult) error {
-	if err := writeJSON(path, r); err != nil {
+	if err := writeJSON(path, r, true); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
@@ -201,8 +204,9 @@ func writeHandshake(w io.Writer, s Started) error {
 }
 
 // writeJSON writes v to path atomically: a temporary file in the same
-// directory, fsync, rename, fsync of the directory.
-func writeJSON(path string, v any) error {
+// directory, renamed. With durable the file and then the directory are
+// synced too.
+func writeJSON(path string, v any, durable bool) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -214,7 +218,7 @@ func writeJSON(path string, v any) error {
 	}
 	tmp := f.Name()
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -226,6 +230,9 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()

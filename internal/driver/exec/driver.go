@@ -365,7 +365,7 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		sup := d.cfg.SupervisorCommand
 		c := osexec.Command(sup[0], append(slices.Clone(sup[1:]), "--handshake-fd", "3", specPath)...)
 		c.Dir = "/"
-		c.Env = append([]string{"GOMAXPROCS=1", "GOGC=25"}, d.cfg.SupervisorEnv...)
+		c.Env = append([]string{"GOMAXPROCS=1", "GOGC=off"}, d.cfg.SupervisorEnv...)
 		c.Stdout, c.Stderr = logf, logf
 		c.ExtraFiles = []*os.File{pw}
 		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
