@@ -57,10 +57,9 @@ func durableJob(id string) *caravan.Job {
 	return j
 }
 
-// writeLoad registers jobs (with an id, and numbered by the servers) and
-// nodes, one of each kind in turn, from workers
-// goroutines, each going round the clients, until ctx ends. wait waits
-// for the workers.
+// writeLoad registers, in turn, a job with an id, a job without one
+// (numbered by the servers) and a node, from workers goroutines each going
+// round the clients, until ctx ends. wait waits for the workers.
 func writeLoad(ctx context.Context, clients []*api.Client, workers int, a *acks) (wait func()) {
 	var wg sync.WaitGroup
 	for w := range workers {
