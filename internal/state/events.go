@@ -10,7 +10,7 @@ import (
 // order of the changes. Tables without a topic (versions, summaries,
 // usage, indexes) give none.
 func eventsOf(index uint64, changes memdb.Changes) []events.Event {
-	var out []events.Event
+	out := make([]events.Event, 0, len(changes))
 	for i := range changes {
 		c := &changes[i]
 		var e events.Event

@@ -201,6 +201,13 @@ func (s *Snapshot) AllocByID(id string) (*caravan.Allocation, error) {
 	return obj.(*caravan.Allocation), nil
 }
 
+// AllocExists reports whether an allocation is in state, without the
+// cost of an error when it is not. It adds no watch.
+func (s *Snapshot) AllocExists(id string) bool {
+	obj, err := s.txn.First(TableAllocs, indexID, id)
+	return err == nil && obj != nil
+}
+
 // AllocsByJob returns every allocation of the job still in state, of every
 // version, terminal ones included, in id order (scheduler.State).
 func (s *Snapshot) AllocsByJob(jobID string) ([]*caravan.Allocation, error) {

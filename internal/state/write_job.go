@@ -28,43 +28,76 @@ type RegisteredJob struct {
 // forceNewVersion (a restart), and keeps its version otherwise. eval, when
 // not nil, is written for the job.
 func (s *Store) RegisterJob(index uint64, now time.Time, job *caravan.Job, eval *caravan.Evaluation, forceNewVersion bool) (RegisteredJob, error) {
-	if err := checkJobShape(job); err != nil {
-		return RegisteredJob{}, fmt.Errorf("register job: %w", err)
+	out, err := s.RegisterJobs(index, []JobRegistration{{Time: now, Job: job, Eval: eval, ForceNewVersion: forceNewVersion}})
+	if err != nil {
+		return RegisteredJob{}, err
 	}
-	var out RegisteredJob
+	return out[0], nil
+}
+
+// JobRegistration is one job registration of RegisterJobs: the arguments
+// of RegisterJob.
+type JobRegistration struct {
+	Time            time.Time
+	Job             *caravan.Job
+	Eval            *caravan.Evaluation
+	ForceNewVersion bool
+}
+
+// RegisterJobs makes several registrations, one after another as
+// RegisterJob would, in one transaction at one index: a job registered
+// twice sees its first registration. When one fails, none is written.
+func (s *Store) RegisterJobs(index uint64, regs []JobRegistration) ([]RegisteredJob, error) {
+	for _, r := range regs {
+		if err := checkJobShape(r.Job); err != nil {
+			return nil, fmt.Errorf("register job: %w", err)
+		}
+	}
+	out := make([]RegisteredJob, len(regs))
 	err := s.write(index, func(tx *txn) error {
-		j, newVersion, err := tx.registerJob(now, job, forceNewVersion)
-		if err != nil {
-			return err
-		}
-		var e *caravan.Evaluation
-		if eval != nil {
-			e = evalForJob(eval, j)
-		}
-		// The job is written with the status it has once e is written.
-		if j.Status, err = tx.statusOf(j, e != nil && openEvalJob(e) != ""); err != nil {
-			return err
-		}
-		if newVersion {
-			if err := tx.insert(TableJobVersions, j); err != nil {
-				return err
+		for i, r := range regs {
+			reg, err := tx.registerWithEval(r)
+			if err != nil {
+				return fmt.Errorf("register job %q: %w", r.Job.ID, err)
 			}
+			out[i] = reg
 		}
-		if err := tx.insert(TableJobs, j); err != nil {
-			return err
-		}
-		if e != nil {
-			if err := tx.upsertEval(e, now); err != nil {
-				return err
-			}
-		}
-		out = RegisteredJob{JobID: j.ID, Version: j.Version}
 		return nil
 	})
 	if err != nil {
-		return RegisteredJob{}, fmt.Errorf("register job %q: %w", job.ID, err)
+		return nil, err
 	}
 	return out, nil
+}
+
+// registerWithEval writes one registration and its evaluation.
+func (tx *txn) registerWithEval(r JobRegistration) (RegisteredJob, error) {
+	j, newVersion, err := tx.registerJob(r.Time, r.Job, r.ForceNewVersion)
+	if err != nil {
+		return RegisteredJob{}, err
+	}
+	var e *caravan.Evaluation
+	if r.Eval != nil {
+		e = evalForJob(r.Eval, j)
+	}
+	// The job is written with the status it has once e is written.
+	if j.Status, err = tx.statusOf(j, e != nil && openEvalJob(e) != ""); err != nil {
+		return RegisteredJob{}, err
+	}
+	if newVersion {
+		if err := tx.insert(TableJobVersions, j); err != nil {
+			return RegisteredJob{}, err
+		}
+	}
+	if err := tx.insert(TableJobs, j); err != nil {
+		return RegisteredJob{}, err
+	}
+	if e != nil {
+		if err := tx.upsertEval(e, r.Time); err != nil {
+			return RegisteredJob{}, err
+		}
+	}
+	return RegisteredJob{JobID: j.ID, Version: j.Version}, nil
 }
 
 // checkJobShape refuses a job the store cannot work with: null, or with a
