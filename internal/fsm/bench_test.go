@@ -266,3 +266,53 @@ func BenchmarkJobRegister(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 	b.ReportMetric(float64(b.N)/cpu.Seconds(), "jobs/cpu-s")
 }
+
+// BenchmarkSmallPlans measures jobs of one allocation committed per
+// second through Apply, as the plan applier batches them for many small
+// jobs: PlanApplyCompact entries of 16 plans, each placing one allocation
+// and completing its evaluation. The state starts again every 10,000 jobs.
+func BenchmarkSmallPlans(b *testing.B) {
+	const jobs, perEntry = 10_000, 16
+	var entries [][]byte
+	for j := 0; j < jobs; j += perEntry {
+		req := &PlanApplyRequest{Time: t0}
+		for k := j; k < j+perEntry; k++ {
+			job := fmt.Sprintf("job-%d", k)
+			eval := testEval(k, job, caravan.EvalStatusComplete)
+			p := state.PlanUpdate{EvalID: eval.ID, JobID: job, Evals: []*caravan.Evaluation{eval},
+				Allocs: []*caravan.Allocation{benchAlloc(job, 0, k%benchNodes, eval.ID)}}
+			req.Plans = append(req.Plans, p)
+		}
+		entries = append(entries, entry(b, PlanApplyCompact, req))
+	}
+	var f *FSM
+	var index uint64
+	var cpu time.Duration
+	next := len(entries)
+	b.ResetTimer()
+	for range b.N {
+		if next == len(entries) {
+			b.StopTimer()
+			f, _ = newFSM(b)
+			index, next = benchCluster(b, f, 0), 0
+			regs := &JobRegisterBatchRequest{}
+			for k := 0; k < jobs; k++ {
+				job := fmt.Sprintf("job-%d", k)
+				regs.Jobs = append(regs.Jobs, JobRegisterRequest{Time: t0, Job: testJob(job, 1), Eval: testEval(k, job, caravan.EvalStatusPending)})
+			}
+			index++
+			mustApply(b, f, index, JobRegisterBatch, regs)
+			runtime.GC()
+			b.StartTimer()
+		}
+		index++
+		start := cpuTime()
+		if _, err := apply(f, index, entries[next]); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime() - start
+		next++
+	}
+	b.ReportMetric(float64(b.N*perEntry)/b.Elapsed().Seconds(), "jobs/s")
+	b.ReportMetric(float64(b.N*perEntry)/cpu.Seconds(), "jobs/cpu-s")
+}

@@ -71,6 +71,15 @@ func (f *FSM) dispatch(index uint64, t MessageType, payload []byte) (*Response, 
 			out, err := s.RegisterJob(index, r.Time, r.Job, r.Eval, r.ForceNewVersion)
 			return &Response{JobID: out.JobID, JobVersion: out.Version}, err
 		})
+	case JobRegisterBatch:
+		return run(f, t, payload, func(r *JobRegisterBatchRequest) (*Response, error) {
+			regs := make([]state.JobRegistration, len(r.Jobs))
+			for i, j := range r.Jobs {
+				regs[i] = state.JobRegistration{Time: j.Time, Job: j.Job, Eval: j.Eval, ForceNewVersion: j.ForceNewVersion}
+			}
+			out, err := s.RegisterJobs(index, regs)
+			return &Response{Jobs: out}, err
+		})
 	case JobStop:
 		return run(f, t, payload, func(r *JobStopRequest) (*Response, error) {
 			return &Response{JobID: r.JobID}, s.StopJob(index, r.Time, r.JobID, r.Purge, r.Eval)

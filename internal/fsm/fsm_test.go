@@ -324,3 +324,38 @@ func TestApplyIsDeterministic(t *testing.T) {
 		t.Errorf("the scenario lost no allocation; it tests less than it should")
 	}
 }
+
+func TestJobRegisterBatch(t *testing.T) {
+	f, s := newFSM(t)
+	mustApply(t, f, 1, NodeRegister, &NodeRegisterRequest{Time: t0, Node: testNode(1)})
+	changed := testJob("web", 3)
+	resp := mustApply(t, f, 2, JobRegisterBatch, &JobRegisterBatchRequest{Jobs: []JobRegisterRequest{
+		{Time: t0, Job: testJob("", 1), Eval: testEval(1, "", caravan.EvalStatusPending)},
+		{Time: t0, Job: testJob("web", 2), Eval: testEval(2, "web", caravan.EvalStatusPending)},
+		{Time: t0, Job: testJob("web", 2)},
+		{Time: t0, Job: changed},
+		{Time: t0, Job: testJob("", 1)},
+	}})
+	want := []state.RegisteredJob{{JobID: "1001"}, {JobID: "web"}, {JobID: "web"}, {JobID: "web", Version: 1}, {JobID: "1002"}}
+	if diff := cmp.Diff(&Response{Index: 2, Jobs: want}, resp); diff != "" {
+		t.Errorf("response (-want +got):\n%s", diff)
+	}
+	snap := s.Snapshot()
+	if e := must(snap.EvalByID(uuid('c', 1))); e.JobID != "1001" || e.CreateIndex != 2 {
+		t.Errorf("evaluation of the numbered job: %+v", e)
+	}
+	if j := must(snap.JobByID("1001")); j.Status != caravan.JobStatusPending {
+		t.Errorf("job 1001 status %q", j.Status)
+	}
+	if v := must(snap.JobVersions("web")); len(v) != 2 {
+		t.Errorf("web has %d versions", len(v))
+	}
+
+	_, err := apply(f, 3, append([]byte{byte(JobRegisterBatch)}, `{"jobs":[{"job":{"id":"x","task_groups":[]}},{"job":null}]}`...))
+	if !errors.Is(err, caravan.ErrInvalid) {
+		t.Errorf("batch with a null job: %v", err)
+	}
+	if _, err := s.Snapshot().JobByID("x"); !errors.Is(err, caravan.ErrNotFound) {
+		t.Errorf("a failed batch wrote job x: %v", err)
+	}
+}

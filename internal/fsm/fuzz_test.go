@@ -31,6 +31,8 @@ func seedEntries(t testing.TB) [][]byte {
 		entry(t, PlanApplyCompact, &PlanApplyRequest{Time: t0, Plans: []state.PlanUpdate{{EvalID: uuid('c', 9), JobID: "web",
 			Stops:  []*caravan.Allocation{{ID: uuid('b', 1), JobID: "web", DesiredStatus: caravan.AllocDesiredStop}},
 			Allocs: []*caravan.Allocation{testAlloc(6, "web", 1), testAlloc(7, "web", 2)}}}}),
+		entry(t, JobRegisterBatch, &JobRegisterBatchRequest{Jobs: []JobRegisterRequest{{Time: t0, Job: testJob("", 1)},
+			{Time: t0, Job: testJob("web", 2), Eval: testEval(8, "web", caravan.EvalStatusPending)}}}),
 		entry(t, Reap, &ReapRequest{Time: t0, Reap: state.Reap{AllocIDs: []string{uuid('b', 1)}, JobIDs: []string{"web"},
 			JobVersions: []state.JobVersionRef{{JobID: "web", Version: 0}}}}),
 		entry(t, ServerMember, &ServerMemberRequest{Time: t0, Member: state.ServerMember{ID: "s1"}}),

@@ -30,6 +30,9 @@ const (
 	// PlanApplyCompact carries a PlanApplyRequest like PlanApply, written
 	// in the compact form of compact.go.
 	PlanApplyCompact MessageType = 13
+	// JobRegisterBatch carries several job registrations, committed in
+	// one transaction.
+	JobRegisterBatch MessageType = 14
 )
 
 var messageNames = [...]string{
@@ -46,6 +49,7 @@ var messageNames = [...]string{
 	Reap:              "Reap",
 	ServerMember:      "ServerMember",
 	PlanApplyCompact:  "PlanApplyCompact",
+	JobRegisterBatch:  "JobRegisterBatch",
 }
 
 // String names the command.
@@ -71,6 +75,12 @@ type JobRegisterRequest struct {
 	// ForceNewVersion makes a new version even for an unchanged spec (a
 	// restart).
 	ForceNewVersion bool `json:"force_new_version,omitempty"`
+}
+
+// JobRegisterBatchRequest makes several registrations, in order, as one
+// write: when one fails, none is made.
+type JobRegisterBatchRequest struct {
+	Jobs []JobRegisterRequest `json:"jobs"`
 }
 
 // JobStopRequest stops a job, or purges it.
@@ -163,6 +173,8 @@ type Response struct {
 	// the version it wrote) and JobID by JobStop.
 	JobID      string
 	JobVersion uint64
+	// Jobs are set by JobRegisterBatch, one per registration.
+	Jobs []state.RegisteredJob
 }
 
 // Encode makes a Raft entry: the type byte, then payload as JSON. The
@@ -200,6 +212,8 @@ func checkPayload(t MessageType, payload any) error {
 	switch t {
 	case JobRegister:
 		ok = is[JobRegisterRequest](payload)
+	case JobRegisterBatch:
+		ok = is[JobRegisterBatchRequest](payload)
 	case JobStop:
 		ok = is[JobStopRequest](payload)
 	case EvalUpsert:
