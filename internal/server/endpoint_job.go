@@ -29,12 +29,12 @@ func (s *Server) RegisterJob(ctx context.Context, job *caravan.Job, force bool) 
 	now := time.Now()
 	job.SubmitTime = now
 	eval := s.evalFor(job, caravan.TriggerJobRegister, now)
-	resp, err := s.apply(ctx, fsm.JobRegister, &fsm.JobRegisterRequest{Time: now, Job: job, Eval: eval, ForceNewVersion: force})
+	out, index, err := s.registerJob(ctx, fsm.JobRegisterRequest{Time: now, Job: job, Eval: eval, ForceNewVersion: force})
 	if err != nil {
 		return nil, err
 	}
 	return &caravan.JobRegisterResponse{
-		JobID: resp.JobID, EvalID: eval.ID, JobVersion: resp.JobVersion, Index: resp.Index,
+		JobID: out.JobID, EvalID: eval.ID, JobVersion: out.Version, Index: index,
 		Warnings: jobWarnings(job),
 	}, nil
 }

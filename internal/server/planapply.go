@@ -113,7 +113,7 @@ func (o *planOverlay) evaluate(plan *caravan.Plan) (*caravan.PlanResult, *state.
 	for nodeID, allocs := range plan.NodeAllocation {
 		var placements []*caravan.Allocation
 		for _, a := range allocs {
-			if _, err := o.snap.AllocByID(a.ID); err == nil {
+			if o.snap.AllocExists(a.ID) {
 				updates = append(updates, a) // an update of an existing allocation
 			} else {
 				placements = append(placements, a)
@@ -149,6 +149,11 @@ func (o *planOverlay) evaluate(plan *caravan.Plan) (*caravan.PlanResult, *state.
 			}
 		}
 	}
+	n := len(updates)
+	for _, placements := range res.NodeAllocation {
+		n += len(placements)
+	}
+	update.Allocs = make([]*caravan.Allocation, 0, n)
 	for _, placements := range res.NodeAllocation {
 		update.Allocs = append(update.Allocs, placements...)
 	}

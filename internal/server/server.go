@@ -56,6 +56,8 @@ type Server struct {
 	blocked    *broker.BlockedEvals
 	planQueue  *broker.PlanQueue
 	heartbeats *heartbeats
+	// registrations batches job registrations (jobbatch.go).
+	registrations registrations
 
 	metrics  *prometheus.Registry
 	counters *serverMetrics
