@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,24 +58,56 @@ func (c *placementCounter) wait(b *testing.B, want int, timeout time.Duration) {
 	}
 }
 
+// cpuTime returns the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // profileTimed writes a CPU profile of the timed part of a benchmark to
 // the file CARAVAN_BENCH_CPUPROFILE names (with the sub-benchmark's name
-// appended), when set. It returns the function that stops it.
+// appended), and heap profiles at its start and end to the files
+// CARAVAN_BENCH_MEMPROFILE names (with .start and .end appended: compare
+// them with pprof -base), when set. It returns the function that stops
+// them.
 func profileTimed(b *testing.B) func() {
-	path := os.Getenv("CARAVAN_BENCH_CPUPROFILE")
-	if path == "" {
-		return func() {}
+	stop := func() {}
+	if path := os.Getenv("CARAVAN_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path + "." + sanitize(b.Name()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		stop = func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}
 	}
-	f, err := os.Create(path + "." + sanitize(b.Name()))
+	if path := os.Getenv("CARAVAN_BENCH_MEMPROFILE"); path != "" {
+		path += "." + sanitize(b.Name())
+		writeHeapProfile(b, path+".start")
+		stopCPU := stop
+		stop = func() {
+			stopCPU()
+			writeHeapProfile(b, path+".end")
+		}
+	}
+	return stop
+}
+
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
 	}
 }
 
