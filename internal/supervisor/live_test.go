@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -40,6 +42,12 @@ func TestMain(m *testing.M) {
 // directory, removed when the test ends.
 func liveSpec(t *testing.T, argv ...string) *Spec {
 	t.Helper()
+	return liveSpecNamed(t, "", argv...)
+}
+
+// liveSpecNamed is liveSpec for one of several tasks of a test.
+func liveSpecNamed(t *testing.T, task string, argv ...string) *Spec {
+	t.Helper()
 	testenv.RequireCgroups(t)
 	dir, err := os.MkdirTemp("", "caravan-supervisor-test-")
 	if err != nil {
@@ -53,7 +61,7 @@ func liveSpec(t *testing.T, argv ...string) *Spec {
 		t.Fatal(err)
 	}
 	const parent = "caravan-test-supervisor"
-	name := parent + "/" + cgroup.Segment(fmt.Sprintf("%s-%d", t.Name(), os.Getpid()))
+	name := parent + "/" + cgroup.Segment(fmt.Sprintf("%s-%d%s", t.Name(), os.Getpid(), task))
 	g, err := m.Create(name, cgroup.Limits{MemoryBytes: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +78,9 @@ func liveSpec(t *testing.T, argv ...string) *Spec {
 		}
 	})
 	s := validSpec(dir)
+	if task != "" {
+		s.TaskID = "a/" + task
+	}
 	s.Path, s.Args = argv[0], argv
 	s.Dir = dir
 	s.Cgroup = CgroupSpec{Name: name}
@@ -201,5 +212,116 @@ func TestStopWithSignal(t *testing.T) {
 	}
 	if _, err := m.Load(s.Cgroup.Name); err == nil {
 		t.Error("the supervisor left its cgroup")
+	}
+}
+
+// TestServeTasks runs tasks one after another in one supervisor, over a
+// socket as the exec driver does: one that completes, one stopped on
+// request (a stop for another task is ignored), one that cannot start;
+// then the supervisor exits when the driver's end closes.
+func TestServeTasks(t *testing.T) {
+	specs := []*Spec{
+		liveSpecNamed(t, "true", "/bin/true"),
+		liveSpecNamed(t, "sleep", "/bin/sleep", "300"),
+		liveSpecNamed(t, "missing", "/nonexistent/program"),
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+	defer ours.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	cmd := exec.Command(self)
+	cmd.Env = []string{superviseEnv + "=" + ServeSpecs}
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = &logBuf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	enc := json.NewEncoder(ours)
+	answers := bufio.NewScanner(ours)
+	send := func(r Request) {
+		t.Helper()
+		if err := enc.Encode(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() Answer {
+		t.Helper()
+		if !answers.Scan() {
+			t.Fatalf("no answer: %v; log:\n%s", answers.Err(), logBuf.String())
+		}
+		var a Answer
+		if err := json.Unmarshal(answers.Bytes(), &a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	run := func(s *Spec) Answer {
+		t.Helper()
+		path := filepath.Join(filepath.Dir(s.StatusPath), "spec.json")
+		s.LogPath = filepath.Join(filepath.Dir(s.StatusPath), "supervisor.log")
+		if err := WriteSpec(path, s); err != nil {
+			t.Fatal(err)
+		}
+		send(Request{Spec: path})
+		return next()
+	}
+
+	if a := run(specs[0]); a.Pid <= 0 || a.Error != "" {
+		t.Fatalf("first task: %+v", a)
+	}
+	if a := next(); a.Done != specs[0].TaskID {
+		t.Fatalf("first task: %+v, want done", a)
+	}
+	if res, err := ReadStatus(specs[0].StatusPath); err != nil || !res.Successful() {
+		t.Errorf("first status = %+v, %v", res, err)
+	}
+
+	a := run(specs[1])
+	if a.Pid <= 0 {
+		t.Fatalf("second task: %+v", a)
+	}
+	send(Request{TaskID: specs[0].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGKILL)}})
+	time.Sleep(200 * time.Millisecond)
+	if err := syscall.Kill(a.Pid, 0); err != nil {
+		t.Fatalf("a stop for another task reached this one: %v", err)
+	}
+	send(Request{TaskID: specs[1].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGINT), KillTimeout: caravan.Duration(10 * time.Second)}})
+	if a := next(); a.Done != specs[1].TaskID {
+		t.Fatalf("second task: %+v, want done", a)
+	}
+	if res, err := ReadStatus(specs[1].StatusPath); err != nil || !res.Killed || res.Signal != int(syscall.SIGINT) {
+		t.Errorf("second status = %+v, %v", res, err)
+	}
+	if b, err := os.ReadFile(specs[1].LogPath); err != nil || !strings.Contains(string(b), "stopping task") {
+		t.Errorf("second task's supervisor log: %q, %v", b, err)
+	}
+
+	if a := run(specs[2]); !strings.Contains(a.Error, "no such file") {
+		t.Errorf("third task: %+v, want the exec error", a)
+	}
+
+	ours.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("supervisor: %v; log:\n%s", err, logBuf.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the supervisor did not exit when the driver's end closed")
 	}
 }

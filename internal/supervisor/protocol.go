@@ -51,6 +51,9 @@ type Spec struct {
 	// driver puts a StopRequest before it signals the supervisor.
 	StatusPath string `json:"status_path"`
 	StopPath   string `json:"stop_path"`
+	// LogPath, when set, receives a serving supervisor's own log lines
+	// about this task (one that runs a single task logs to its stderr).
+	LogPath string `json:"log_path,omitempty"`
 }
 
 // CgroupSpec names the task's cgroup. Version 0 and an empty Root mean the
@@ -108,6 +111,27 @@ func (r StopRequest) signal() syscall.Signal {
 		return syscall.SIGTERM
 	}
 	return syscall.Signal(r.Signal)
+}
+
+// ServeSpecs, given to Run as the spec path, makes the supervisor serve
+// tasks one after another over its connection to the driver (serve.go).
+const ServeSpecs = "-"
+
+// Request is a line the driver sends to a supervisor that serves tasks: the
+// path of a spec to run, or a stop request for the task TaskID.
+type Request struct {
+	Spec   string       `json:"spec,omitempty"`
+	TaskID string       `json:"task_id,omitempty"`
+	Stop   *StopRequest `json:"stop,omitempty"`
+}
+
+// Answer is a line a supervisor that serves tasks sends back: the task's
+// pid or why it did not start, then Done, the task's id, once its status
+// is written and its cgroup deleted: the supervisor takes the next spec.
+type Answer struct {
+	Pid   int    `json:"pid,omitempty"`
+	Error string `json:"error,omitempty"`
+	Done  string `json:"done,omitempty"`
 }
 
 // Started is the supervisor's one-line answer on the handshake pipe: the

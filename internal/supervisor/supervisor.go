@@ -84,6 +84,9 @@ const (
 // SIGTERM or SIGINT to this process, or the end of ctx, is a stop request.
 // Run returns an error only when the task could not be started or its
 // status could not be written.
+//
+// With specPath ServeSpecs, Run serves tasks one after another over
+// handshake, which must then be a socket (an *os.File): see serve.
 func Run(ctx context.Context, specPath string, handshake io.WriteCloser, logger *slog.Logger) error {
 	// One task needs little: one P, a small heap. The driver starts the
 	// supervisor with the collector off (GOGC=off), so that the start of
@@ -93,24 +96,54 @@ func Run(ctx context.Context, specPath string, handshake io.WriteCloser, logger 
 	if gogc := os.Getenv("GOGC"); gogc == "" || gogc == "off" {
 		debug.SetGCPercent(gcPercent)
 	}
-	s := &supervisor{logger: logger, handshake: handshake}
-	defer s.closeHandshake()
-	spec, err := ReadSpec(specPath)
-	if err != nil {
-		s.answer(Started{Error: err.Error()})
-		return err
+	// The tasks must not inherit the connection to the driver.
+	if f, ok := handshake.(*os.File); ok {
+		if rc, err := f.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { syscall.CloseOnExec(int(fd)) })
+		}
 	}
 	_ = os.Chdir("/") // keep no directory of the agent's busy
-	s.spec = spec
-	s.logger = logger.With("task", spec.TaskID)
-	return s.run(ctx)
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	// Orphans of the tasks become our children, so they are reaped here
+	// rather than left to whatever init the host has.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		logger.Warn("become child subreaper", "error", err)
+	}
+	if specPath == ServeSpecs {
+		conn, ok := handshake.(*os.File)
+		if !ok {
+			return errors.New("serving tasks needs the connection to the driver as a file")
+		}
+		return serve(ctx, conn, sigs, logger)
+	}
+	s := &supervisor{logger: logger}
+	s.reply = func(pid int, msg string) {
+		if handshake == nil {
+			return
+		}
+		if err := writeHandshake(handshake, Started{Pid: pid, Error: msg}); err != nil {
+			s.logger.Warn("write handshake", "error", err)
+		}
+		handshake.Close()
+		handshake = nil
+	}
+	defer s.reply(0, "supervisor ended") // when nothing answered yet
+	return s.runSpec(ctx, specPath, sigs)
 }
 
 // supervisor holds one task.
 type supervisor struct {
-	spec      *Spec
-	logger    *slog.Logger
-	handshake io.WriteCloser
+	spec   *Spec
+	logger *slog.Logger
+	// reply tells the driver that the task runs (pid) or why it did not
+	// start (msg).
+	reply func(pid int, msg string)
+	// requests, when the supervisor serves tasks, brings the driver's stop
+	// requests; controlGone says the driver's connection ended.
+	requests    <-chan Request
+	controlGone bool
 
 	group   *cgroup.Group
 	pid     int
@@ -130,38 +163,21 @@ type supervisor struct {
 	killTimer *time.Timer
 }
 
-func (s *supervisor) answer(st Started) {
-	if s.handshake == nil {
-		return
+// runSpec runs the task of the spec at specPath to its end.
+func (s *supervisor) runSpec(ctx context.Context, specPath string, sigs <-chan os.Signal) error {
+	spec, err := ReadSpec(specPath)
+	if err != nil {
+		s.reply(0, err.Error())
+		return err
 	}
-	if err := writeHandshake(s.handshake, st); err != nil {
-		s.logger.Warn("write handshake", "error", err)
-	}
-	s.closeHandshake()
-}
-
-func (s *supervisor) closeHandshake() {
-	if s.handshake != nil {
-		s.handshake.Close()
-		s.handshake = nil
-	}
-}
-
-func (s *supervisor) run(ctx context.Context) error {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	// Orphans of the task become our children, so they are reaped here
-	// rather than left to whatever init the host has.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		s.logger.Warn("become child subreaper", "error", err)
-	}
+	s.spec = spec
+	s.logger = s.logger.With("task", spec.TaskID)
 	if err := s.start(); err != nil {
 		s.failStart(err)
 		return err
 	}
 	s.logger.Info("task started", "pid", s.pid)
-	s.answer(Started{Pid: s.pid})
+	s.reply(s.pid, "")
 	s.supervise(ctx, sigs)
 	return s.finish()
 }
@@ -186,6 +202,14 @@ func (s *supervisor) supervise(ctx context.Context, sigs <-chan os.Signal) {
 		select {
 		case <-trim.C:
 			debug.FreeOSMemory()
+		case req, ok := <-s.requests:
+			if !ok {
+				s.requests, s.controlGone = nil, true
+				continue
+			}
+			if req.Stop != nil && req.TaskID == s.spec.TaskID {
+				s.stop(reasonStopped, *req.Stop)
+			}
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGCHLD:
@@ -261,7 +285,7 @@ func (s *supervisor) reap() {
 // status file, so a driver that lost the handshake still learns why.
 func (s *supervisor) failStart(err error) {
 	s.logger.Error("start task", "error", err)
-	s.answer(Started{Error: err.Error()})
+	s.reply(0, err.Error())
 	now := time.Now()
 	if werr := writeStatus(s.spec.StatusPath, &driver.ExitResult{
 		ExitCode: -1, Err: err.Error(), StartedAt: now, FinishedAt: now,
