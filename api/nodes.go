@@ -65,8 +65,14 @@ type NodeAllocChanges struct {
 	// lists every allocation of the node.
 	Since uint64 `json:"since"`
 	// Index is the newest alloc_modify_index among the node's
-	// allocations; the agent passes it as since (and index) next time.
+	// allocations; the agent passes it as since (and index) next time. It
+	// goes down when the newest allocations are garbage collected.
 	Index uint64 `json:"index"`
+	// StateIndex is the Raft index of the state the answer was read from.
+	// Below since, the server is behind the one that answered before (a
+	// follower catching up): its view of the node is older than the
+	// agent's.
+	StateIndex uint64 `json:"state_index"`
 	// Count is how many allocations the servers list for the node. An
 	// agent that knows more ids than that learns that some were removed
 	// (garbage collected), and asks for IDs.
@@ -76,8 +82,9 @@ type NodeAllocChanges struct {
 	Allocs []*caravan.Allocation `json:"allocs"`
 	// Jobs are the job versions the allocations run, each version once.
 	Jobs []*caravan.Job `json:"jobs"`
-	// IDs, asked for with ids=true, lists every allocation of the node.
-	IDs []AllocIndex `json:"ids,omitempty"`
+	// IDs, asked for with ids=true, lists every allocation of the node
+	// (null when not asked for).
+	IDs []AllocIndex `json:"ids"`
 }
 
 // AllocIndex names one allocation and the index of its last server-side

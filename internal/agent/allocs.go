@@ -140,9 +140,9 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		if a.conn.contact(time.Now()) {
 			a.log.Info("servers reachable again")
 		}
-		if since > 0 && ch.Index < since {
-			// A server behind the one that answered before: its answer
-			// would take back newer changes. Wait for it to catch up.
+		if since > 0 && ch.StateIndex > 0 && ch.StateIndex < since {
+			// A server behind the one that answered before: it may not
+			// know allocations the agent runs. Wait for it to catch up.
 			if !sleep(ctx, minWatchGap) {
 				return nil
 			}
@@ -154,11 +154,17 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 				return nil
 			}
 		}
+		// The index goes down when the newest allocations are collected;
+		// what the agent saw stays seen.
+		next := max(since, ch.Index)
+		if ch.Since == 0 {
+			next = ch.Index
+		}
 		switch a.applyChanges(ch) {
 		case watchChanges:
-			since, withIDs = ch.Index, false
+			since, withIDs = next, false
 		case watchIDs:
-			since, withIDs = ch.Index, true
+			since, withIDs = next, true
 		case watchAll:
 			since, withIDs = 0, false
 		}

@@ -167,6 +167,10 @@ func (s *fakeServer) nodeAllocs(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if top > index || wait == 0 || s.lagging {
+			stateIndex := s.index
+			if s.lagging {
+				stateIndex = 1
+			}
 			s.served++
 			for _, a := range mine {
 				if !diff || a.AllocModifyIndex > since {
@@ -179,7 +183,7 @@ func (s *fakeServer) nodeAllocs(w http.ResponseWriter, r *http.Request) {
 				reply(w, mine)
 				return
 			}
-			out := &api.NodeAllocChanges{Since: since, Index: max(top, 1), Count: len(mine), Allocs: []*caravan.Allocation{}, Jobs: []*caravan.Job{}}
+			out := &api.NodeAllocChanges{Since: since, Index: max(top, 1), StateIndex: stateIndex, Count: len(mine), Allocs: []*caravan.Allocation{}, Jobs: []*caravan.Job{}}
 			seen := map[*caravan.Job]bool{}
 			for _, a := range mine {
 				if q.Get("ids") == "true" {

@@ -156,6 +156,7 @@ func (a *API) handleNodeAllocations() http.Handler {
 					return nil, 0, err
 				}
 				out := allocChanges(allocs, since, withIDs)
+				out.StateIndex = snap.Index()
 				return out, out.Index, nil
 			})
 		}

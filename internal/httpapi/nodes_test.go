@@ -136,9 +136,9 @@ func TestNodeAllocationChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	if full.Since != 0 || full.Count != 3 || len(full.Allocs) != 3 || len(full.Jobs) != 1 || full.IDs != nil ||
-		full.Index == 0 || full.Index != meta.LastIndex {
-		t.Fatalf("since 0: since %d count %d allocs %d jobs %d ids %v index %d (header %d)",
-			full.Since, full.Count, len(full.Allocs), len(full.Jobs), full.IDs, full.Index, meta.LastIndex)
+		full.Index == 0 || full.Index != meta.LastIndex || full.StateIndex < full.Index {
+		t.Fatalf("since 0: since %d count %d allocs %d jobs %d ids %v index %d (header %d) state index %d",
+			full.Since, full.Count, len(full.Allocs), len(full.Jobs), full.IDs, full.Index, meta.LastIndex, full.StateIndex)
 	}
 	for _, al := range full.Allocs {
 		if al.Job != nil || al.JobID != full.Jobs[0].ID || al.JobVersion != full.Jobs[0].Version {

@@ -138,7 +138,7 @@ func (n *SimNode) watch(ctx context.Context) {
 			q.Index = since
 		}
 		ch, _, err := n.client.NodeAllocationChanges(ctx, n.Node.ID, since, withIDs, q)
-		if err != nil || (since > 0 && ch.Index < since) {
+		if err != nil || (since > 0 && ch.StateIndex > 0 && ch.StateIndex < since) {
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
@@ -160,7 +160,11 @@ func (n *SimNode) watch(ctx context.Context) {
 			}
 			n.observe(ctx, a)
 		}
-		since, withIDs = ch.Index, n.forgetRemoved(ch)
+		next := max(since, ch.Index)
+		if ch.Since == 0 {
+			next = ch.Index
+		}
+		since, withIDs = next, n.forgetRemoved(ch)
 	}
 }
 
