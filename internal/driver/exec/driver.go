@@ -3,17 +3,23 @@
 // cgroup with the task's memory, cpu and cpuset limits.
 //
 // Each task is held by a `caravan supervise` process (internal/supervisor)
-// that the driver starts in its own session. The supervisor outlives the
-// agent, enforces the time limit and the kill sequence, and writes the exit
-// status to a file, so a restarted agent re-attaches with Recover and loses
-// no exit:
+// that the driver starts in its own session, connected to it by a socket,
+// and gives the next task once one ended (pool.go). The supervisor outlives
+// the agent, enforces the time limit and the kill sequence, and writes the
+// exit status to a file, so a restarted agent re-attaches with Recover and
+// loses no exit:
 //
 //	Start: user, dirs, command checked ─▶ cgroup created ─▶ spec written
-//	       ─▶ supervisor started ─▶ handshake {"pid":N} ─▶ Handle
-//	Wait:  supervisor exit (pidfd) ─▶ status.json ─▶ ExitResult
+//	       ─▶ an idle supervisor, or a new one ─▶ {"spec"} ─▶ {"pid":N}
+//	       ─▶ Handle (the supervisor's pid and start time)
+//	Wait:  {"done"}, or the supervisor's exit ─▶ status.json ─▶ ExitResult
 //	       (no status.json: the supervisor was killed ─▶ Err, cgroup killed)
-//	Stop:  stop.json + SIGTERM to the supervisor
+//	Stop:  {"stop"} naming the task; for a recovered task, stop.json and
+//	       SIGTERM to its supervisor
 //	Destroy: stop at once, kill and delete the cgroup, remove the state
+//	Recover: status.json written ─▶ over; otherwise wait for the
+//	       supervisor (pidfd), which exits after its task once its
+//	       connection to the old agent is gone
 package exec
 
 import (
@@ -21,16 +27,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/caravan-sched/caravan"
@@ -93,16 +96,24 @@ type Driver struct {
 	tasks map[string]*task
 	// supGroup is the v2 group supervisors start in, once made.
 	supGroup *cgroup.Group
+	// idle are supervisors waiting for a task, the newest last; janitor
+	// says letIdleGo runs.
+	idle    []*serving
+	janitor bool
 }
 
 var _ driver.Driver = (*Driver)(nil)
 
 // task is one task the driver started or recovered.
 type task struct {
-	id    string
-	st    handleState
-	watch *pidWatch   // nil when the supervisor was gone at Recover
-	proc  *os.Process // the supervisor, when this process started it
+	id string
+	st handleState
+	// sv is the connected supervisor that serves the task; served is
+	// closed when it reported the task done. Recovered tasks have none:
+	// watch follows their supervisor (nil when it was gone at Recover).
+	sv     *serving
+	served chan struct{}
+	watch  *pidWatch
 	// done is closed once result is set.
 	done   chan struct{}
 	result *driver.ExitResult
@@ -342,94 +353,53 @@ func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir s
 	}, nil
 }
 
-// launch writes the spec, starts the supervisor and waits for its
-// handshake.
+// launch writes the spec and hands it to a supervisor, idle or new, and
+// waits for its answer.
 func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (*task, error) {
 	dir := filepath.Dir(spec.StatusPath)
 	specPath := filepath.Join(dir, "spec.json")
+	spec.LogPath = filepath.Join(dir, "supervisor.log")
 	if err := supervisor.WriteSpec(specPath, spec); err != nil {
 		return nil, fmt.Errorf("write supervisor spec: %w", err)
 	}
-	logPath := filepath.Join(dir, "supervisor.log")
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	sv, err := d.takeSupervisor()
 	if err != nil {
-		return nil, fmt.Errorf("open supervisor log: %w", err)
-	}
-	defer logf.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("handshake pipe: %w", err)
-	}
-	defer pr.Close()
-	newCmd := func(cgroupFD int) *osexec.Cmd {
-		sup := d.cfg.SupervisorCommand
-		c := osexec.Command(sup[0], append(slices.Clone(sup[1:]), "--handshake-fd", "3", specPath)...)
-		c.Dir = "/"
-		c.Env = append([]string{"GOMAXPROCS=1", "GOGC=off"}, d.cfg.SupervisorEnv...)
-		c.Stdout, c.Stderr = logf, logf
-		c.ExtraFiles = []*os.File{pw}
-		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if cgroupFD >= 0 {
-			c.SysProcAttr.UseCgroupFD, c.SysProcAttr.CgroupFD = true, cgroupFD
-		}
-		return c
-	}
-	fd := d.supervisorCgroup()
-	c := newCmd(fd)
-	err = c.Start()
-	if fd >= 0 {
-		syscall.Close(fd)
-		if errors.Is(err, syscall.ENOSYS) { // no clone3: start it where we are
-			c = newCmd(-1)
-			err = c.Start()
-		}
-	}
-	pw.Close()
-	if err != nil {
-		return nil, fmt.Errorf("start supervisor: %w", err)
-	}
-	proc := c.Process
-	started, err := readHandshake(ctx, pr, proc)
-	if err != nil || started.Error != "" {
-		_ = proc.Kill()
-		_, _ = proc.Wait()
-		if err == nil {
-			return nil, errors.New(started.Error)
-		}
-		return nil, fmt.Errorf("supervisor gave no handshake%s: %w", logTail(logPath), err)
-	}
-	st, err := readProcStat(proc.Pid)
-	if err != nil {
-		_ = proc.Kill()
-		_, _ = proc.Wait()
-		return nil, fmt.Errorf("supervisor start time: %w", err)
-	}
-	watch, err := openWatch(proc.Pid, st.start)
-	if err != nil && !errors.Is(err, os.ErrProcessDone) {
-		_ = proc.Kill()
-		_, _ = proc.Wait()
 		return nil, err
 	}
-	// A watch of a supervisor that is done already returns at once.
-	if watch == nil {
-		watch = &pidWatch{pid: proc.Pid, start: st.start}
+	t := &task{id: id, sv: sv, served: make(chan struct{}), done: make(chan struct{})}
+	sv.mu.Lock()
+	sv.cur = t
+	sv.mu.Unlock()
+	answer, err := func() (supervisor.Answer, error) {
+		if err := sv.send(supervisor.Request{Spec: specPath}); err != nil {
+			return supervisor.Answer{}, err
+		}
+		return sv.awaitStarted(ctx, d.stop, startTimeout)
+	}()
+	if err != nil || answer.Error != "" {
+		sv.mu.Lock()
+		sv.cur = nil
+		sv.mu.Unlock()
+		if err != nil {
+			// It does not answer: it serves no one else.
+			_ = sv.proc.Kill()
+			sv.conn.Close()
+			return nil, fmt.Errorf("supervisor gave no answer%s: %w", logTail(spec.LogPath), err)
+		}
+		d.release(sv)
+		return nil, errors.New(answer.Error)
 	}
-	return &task{
-		id: id,
-		st: handleState{
-			SupervisorPid:   proc.Pid,
-			SupervisorStart: st.start,
-			TaskPid:         started.Pid,
-			Dir:             dir,
-			StatusPath:      spec.StatusPath,
-			StopPath:        spec.StopPath,
-			Cgroup:          spec.Cgroup,
-			LogDir:          spec.Logs.Dir,
-		},
-		watch: watch,
-		proc:  proc,
-		done:  make(chan struct{}),
-	}, nil
+	t.st = handleState{
+		SupervisorPid:   sv.proc.Pid,
+		SupervisorStart: sv.start,
+		TaskPid:         answer.Pid,
+		Dir:             dir,
+		StatusPath:      spec.StatusPath,
+		StopPath:        spec.StopPath,
+		Cgroup:          spec.Cgroup,
+		LogDir:          spec.Logs.Dir,
+	}
+	return t, nil
 }
 
 // supervisorGroup names the v2 group, below the cgroup parent, where
@@ -466,35 +436,6 @@ func (d *Driver) supervisorCgroup() int {
 		return -1
 	}
 	return fd
-}
-
-// readHandshake reads the supervisor's Started line, killing the
-// supervisor when ctx ends or it takes too long.
-func readHandshake(ctx context.Context, r io.Reader, proc *os.Process) (*supervisor.Started, error) {
-	type result struct {
-		s   *supervisor.Started
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		s, err := supervisor.ReadHandshake(r)
-		ch <- result{s, err}
-	}()
-	timer := time.NewTimer(startTimeout)
-	defer timer.Stop()
-	select {
-	case res := <-ch:
-		return res.s, res.err
-	case <-ctx.Done():
-	case <-timer.C:
-	}
-	// Killing the supervisor closes the pipe and ends the reader.
-	_ = proc.Kill()
-	<-ch
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return nil, fmt.Errorf("no handshake within %v", startTimeout)
 }
 
 // logTail returns the end of the supervisor's log, for error messages.

@@ -37,12 +37,20 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 		return nil
 	}
 	t := &task{id: h.TaskID, st: st, done: make(chan struct{})}
-	watch, err := openWatch(st.SupervisorPid, st.SupervisorStart)
+	// A task whose status is written is over, whatever its supervisor
+	// does now: a supervisor that serves tasks may run another one.
+	var watch *pidWatch
+	var err error
+	if _, serr := os.Stat(st.StatusPath); serr == nil {
+		err = os.ErrProcessDone
+	} else {
+		watch, err = openWatch(st.SupervisorPid, st.SupervisorStart)
+	}
 	switch {
 	case err == nil:
 		t.watch = watch
 	case errors.Is(err, os.ErrProcessDone):
-		d.logger.Info("supervisor gone; collecting its status", "task", h.TaskID)
+		d.logger.Info("task over; collecting its status", "task", h.TaskID)
 	default:
 		return fmt.Errorf("recover %s: %w", h.TaskID, err)
 	}
@@ -60,21 +68,30 @@ func (d *Driver) Recover(ctx context.Context, h *driver.Handle) error {
 	return nil
 }
 
-// watchTask waits, on a goroutine that Close ends, for the task's
-// supervisor to exit, then collects the result.
+// watchTask waits, on a goroutine that Close ends, for the task's end: its
+// supervisor's report, or its exit. Then it collects the result.
 func (d *Driver) watchTask(t *task) {
-	d.watchers.Add(1)
-	go func() {
-		defer d.watchers.Done()
+	d.watchers.Go(func() {
+		if sv := t.sv; sv != nil {
+			select {
+			case <-t.served:
+			case <-sv.gone:
+			case <-d.stop:
+				return
+			}
+			t.result = d.collect(t)
+			close(t.done)
+			if isClosed(t.served) {
+				d.release(sv)
+			}
+			return
+		}
 		if t.watch != nil && !t.watch.wait(d.stop) {
 			return // the driver was closed
 		}
-		if t.proc != nil {
-			_, _ = t.proc.Wait() // reap; it has exited
-		}
 		t.result = d.collect(t)
 		close(t.done)
-	}()
+	})
 }
 
 // collect reads the status the supervisor left. Without one, the
@@ -145,10 +162,21 @@ func (d *Driver) Stop(ctx context.Context, taskID string, killTimeout time.Durat
 	if err != nil {
 		return err
 	}
-	if isDone(t) || t.watch == nil {
+	if isDone(t) {
 		return nil
 	}
 	req := supervisor.StopRequest{Signal: signal, KillTimeout: caravan.Duration(max(0, killTimeout))}
+	if t.sv != nil {
+		// The request names the task: one that comes after the task ended
+		// does not touch the supervisor's next one.
+		if err := t.sv.send(supervisor.Request{TaskID: taskID, Stop: &req}); err != nil && !isDone(t) {
+			return fmt.Errorf("stop %s: %w", taskID, err)
+		}
+		return nil
+	}
+	if t.watch == nil {
+		return nil
+	}
 	if err := supervisor.RequestStop(t.st.StopPath, req); err != nil {
 		return fmt.Errorf("stop %s: %w", taskID, err)
 	}
@@ -175,14 +203,18 @@ func (d *Driver) Destroy(ctx context.Context, taskID string) error {
 	if err != nil {
 		return err
 	}
-	if !isDone(t) && t.watch != nil {
+	if !isDone(t) && (t.watch != nil || t.sv != nil) {
 		if err := d.Stop(ctx, taskID, 0, int(syscall.SIGKILL)); err != nil {
 			d.logger.Warn("stop for destroy", "task", taskID, "error", err)
 		}
 		if !waitDone(ctx, t, destroyTimeout) {
 			// The supervisor does not answer: kill it; the watcher then
 			// finds no status and kills the cgroup.
-			_ = t.watch.signal(syscall.SIGKILL)
+			if t.sv != nil {
+				_ = t.sv.proc.Kill()
+			} else {
+				_ = t.watch.signal(syscall.SIGKILL)
+			}
 			if !waitDone(ctx, t, destroyTimeout) {
 				return fmt.Errorf("destroy %s: its supervisor does not exit", taskID)
 			}
@@ -245,16 +277,28 @@ func (d *Driver) Stats(ctx context.Context, taskID string) (*caravan.TaskStats, 
 }
 
 // Close stops watching tasks without touching them, as an agent that shuts
-// down leaves its tasks running. Waits in progress return an error.
+// down leaves its tasks running: the supervisors it is connected to finish
+// their tasks and exit, idle ones exit now. Waits in progress return an
+// error.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
-		close(d.stop)
 		d.mu.Lock()
+		close(d.stop)
 		for _, t := range d.tasks {
-			if t != nil && t.watch != nil {
+			if t == nil {
+				continue
+			}
+			if t.watch != nil {
 				t.watch.close()
 			}
+			if t.sv != nil {
+				t.sv.conn.Close()
+			}
 		}
+		for _, sv := range d.idle {
+			sv.conn.Close()
+		}
+		d.idle = nil
 		d.mu.Unlock()
 		d.watchers.Wait()
 	})
