@@ -6,7 +6,8 @@
 //
 // Layout. Every task gets one leaf group below a parent that caravan owns,
 // such as "caravan/<alloc id>.<task>". On v1 the leaf exists in each
-// hierarchy caravan uses (cpu, cpuacct, cpuset, memory, pids, freezer). On
+// hierarchy caravan uses (freezer, cpu, cpuacct, memory; cpuset and pids
+// when the task's limits need them). On
 // v2 the parent and its ancestors enable the controllers in
 // cgroup.subtree_control and never hold a process themselves; processes only
 // ever live in the leaves, as v2's no-internal-processes rule demands.

@@ -58,8 +58,19 @@ func (m *Manager) createV1(name string, l Limits) (backend, error) {
 	if len(l.Cpus) > 0 && !slices.Contains(m.controllers, "cpuset") {
 		return nil, errors.New("a cpuset needs the v1 cpuset hierarchy, which this host lacks")
 	}
-	g := &v1Group{root: m.root, name: name, controllers: m.controllers}
+	// A group lives in the hierarchies its limits need, and in those that
+	// measure and kill it: no cpuset without cores, no pids hierarchy
+	// without a process limit. Each hierarchy is a directory to make, join
+	// and remove for every task.
+	var controllers []string
 	for _, c := range m.controllers {
+		if (c == "cpuset" && len(l.Cpus) == 0) || (c == "pids" && l.Pids == 0) {
+			continue
+		}
+		controllers = append(controllers, c)
+	}
+	g := &v1Group{root: m.root, name: name, controllers: controllers}
+	for _, c := range controllers {
 		if err := mkdirV1(filepath.Join(m.root, c), name, c == "cpuset"); err != nil {
 			return nil, err
 		}
@@ -126,12 +137,16 @@ func inheritCpuset(parent, dir string) error {
 }
 
 func (m *Manager) loadV1(name string) (backend, error) {
+	var controllers []string
 	for _, c := range m.controllers {
 		if fileExists(filepath.Join(m.root, c, name)) {
-			return &v1Group{root: m.root, name: name, controllers: m.controllers}, nil
+			controllers = append(controllers, c)
 		}
 	}
-	return nil, ErrNotFound
+	if len(controllers) == 0 {
+		return nil, ErrNotFound
+	}
+	return &v1Group{root: m.root, name: name, controllers: controllers}, nil
 }
 
 func (g *v1Group) dirs() []hierarchyDir {
