@@ -117,9 +117,11 @@ func (r StopRequest) signal() syscall.Signal {
 // tasks one after another over its connection to the driver (serve.go).
 const ServeSpecs = "-"
 
-// Request is a line the driver sends to a supervisor that serves tasks: the
-// path of a spec to run, or a stop request for the task TaskID.
+// Request is a line the driver sends to a supervisor that serves tasks: a
+// task to run (its spec, or the path of a spec file), or a stop request
+// for the task TaskID.
 type Request struct {
+	Run    *Spec        `json:"run,omitempty"`
 	Spec   string       `json:"spec,omitempty"`
 	TaskID string       `json:"task_id,omitempty"`
 	Stop   *StopRequest `json:"stop,omitempty"`

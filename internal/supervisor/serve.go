@@ -20,7 +20,7 @@ import (
 // connection):
 //
 //	driver                                   supervisor
-//	{"spec": PATH}                ─────────▶ runs the task as Run does
+//	{"run": SPEC} or {"spec": PATH} ───────▶ runs the task as Run does
 //	                              ◀───────── {"pid": N} or {"error": "…"}
 //	{"task_id": ID, "stop": {…}}  ─────────▶ the kill sequence, as SIGTERM
 //	                                         with a stop file does
@@ -72,10 +72,10 @@ func serve(ctx context.Context, conn *os.File, sigs <-chan os.Signal, logger *sl
 			if !ok {
 				return nil
 			}
-			if req.Spec == "" {
+			if req.Run == nil && req.Spec == "" {
 				continue // a stop for a task that is over
 			}
-			if !serveOne(ctx, req.Spec, reqs, sigs, send, logger) {
+			if !serveOne(ctx, req, reqs, sigs, send, logger) {
 				return nil
 			}
 			trim.Reset(idleTrim)
@@ -93,7 +93,7 @@ func serve(ctx context.Context, conn *os.File, sigs <-chan os.Signal, logger *sl
 }
 
 // serveOne runs one task. It reports whether the driver is still there.
-func serveOne(ctx context.Context, specPath string, reqs <-chan Request, sigs <-chan os.Signal, send func(Answer), logger *slog.Logger) bool {
+func serveOne(ctx context.Context, req Request, reqs <-chan Request, sigs <-chan os.Signal, send func(Answer), logger *slog.Logger) bool {
 	s := &supervisor{logger: logger, requests: reqs}
 	answered := false
 	s.reply = func(pid int, msg string) {
@@ -102,7 +102,12 @@ func serveOne(ctx context.Context, specPath string, reqs <-chan Request, sigs <-
 			send(Answer{Pid: pid, Error: msg})
 		}
 	}
-	spec, err := ReadSpec(specPath)
+	spec, err := req.Run, error(nil)
+	if spec != nil {
+		err = spec.Validate()
+	} else {
+		spec, err = ReadSpec(req.Spec)
+	}
 	if err != nil {
 		s.reply(0, err.Error())
 		return true

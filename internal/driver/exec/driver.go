@@ -9,9 +9,9 @@
 // exit status to a file, so a restarted agent re-attaches with Recover and
 // loses no exit:
 //
-//	Start: user, dirs, command checked ─▶ cgroup created ─▶ spec written
-//	       ─▶ an idle supervisor, or a new one ─▶ {"spec"} ─▶ {"pid":N}
-//	       ─▶ Handle (the supervisor's pid and start time)
+//	Start: user, dirs, command checked ─▶ cgroup created ─▶ the spec to an
+//	       idle supervisor, or a new one ─▶ {"pid":N} ─▶ Handle (the
+//	       supervisor's pid and start time)
 //	Wait:  {"done"}, or the supervisor's exit ─▶ status.json ─▶ ExitResult
 //	       (no status.json: the supervisor was killed ─▶ Err, cgroup killed)
 //	Stop:  {"stop"} naming the task; for a recovered task, stop.json and
@@ -125,13 +125,15 @@ type handleState struct {
 	// SupervisorStart is the supervisor's start time in clock ticks after
 	// boot (/proc/<pid>/stat): a pid reused by another process does not
 	// match it.
-	SupervisorStart uint64                `json:"supervisor_start"`
-	TaskPid         int                   `json:"task_pid"`
-	Dir             string                `json:"dir"`
-	StatusPath      string                `json:"status_path"`
-	StopPath        string                `json:"stop_path"`
-	Cgroup          supervisor.CgroupSpec `json:"cgroup"`
-	LogDir          string                `json:"log_dir"`
+	SupervisorStart uint64 `json:"supervisor_start"`
+	TaskPid         int    `json:"task_pid"`
+	// Dir is the task's state directory of an older agent; now the
+	// status and stop files are in the driver's state directory.
+	Dir        string                `json:"dir,omitempty"`
+	StatusPath string                `json:"status_path"`
+	StopPath   string                `json:"stop_path"`
+	Cgroup     supervisor.CgroupSpec `json:"cgroup"`
+	LogDir     string                `json:"log_dir"`
 }
 
 // New returns an exec driver. A host without usable cgroups gives a driver
@@ -266,18 +268,19 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, erro
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(spec.StatusPath)
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("clear state dir: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir: %w", err)
+	// What an earlier run of the task left (its status would say this run
+	// is over), and the directory an older agent kept per task.
+	stale := []string{spec.StatusPath, spec.StopPath, filepath.Join(d.cfg.StateDir, stateKey(cfg.ID))}
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			return nil, fmt.Errorf("clear task state: %w", err)
+		}
 	}
 	// A group of that name is a leftover of an earlier run whose state was
 	// lost: whatever still runs in it goes.
 	if stale, err := d.cgroups.Load(spec.Cgroup.Name); err == nil {
 		d.logger.Warn("removing a stale cgroup", "cgroup", spec.Cgroup.Name)
-		d.cleanup(stale, "")
+		d.cleanup(stale)
 	}
 	group, err := d.cgroups.Create(spec.Cgroup.Name, cgroup.Limits{
 		MemoryBytes: int64(cfg.Memory) << 20,
@@ -285,22 +288,25 @@ func (d *Driver) start(ctx context.Context, cfg *driver.TaskConfig) (*task, erro
 		Cpus:        cfg.Cores,
 	})
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	t, err := d.launch(ctx, cfg.ID, spec)
 	if err != nil {
-		d.cleanup(group, dir)
+		d.cleanup(group, spec.StatusPath, spec.StopPath)
 		return nil, err
 	}
 	return t, nil
 }
 
-// spec builds the supervisor's spec; its paths live in the task's state
-// directory.
+// stateKey names a task's files in the state directory.
+func stateKey(id string) string { return cgroup.Segment(strings.ReplaceAll(id, "/", ".")) }
+
+// spec builds the supervisor's spec; its status and stop files are
+// <key>.status.json and <key>.stop.json in the state directory (no
+// directory per task: every file and directory made and removed costs a
+// task's start and end).
 func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir string) (*supervisor.Spec, error) {
-	key := cgroup.Segment(strings.ReplaceAll(cfg.ID, "/", "."))
-	dir := filepath.Join(d.cfg.StateDir, key)
+	key := stateKey(cfg.ID)
 	// The supervisor writes the logs as root: their directory must be the
 	// agent's, never one the task can write to.
 	logDir := cfg.Logs.Dir
@@ -348,20 +354,14 @@ func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir s
 		},
 		TimeLimit:   caravan.Duration(max(0, timeLimit)),
 		KillTimeout: caravan.Duration(max(0, killTimeout)),
-		StatusPath:  filepath.Join(dir, "status.json"),
-		StopPath:    filepath.Join(dir, "stop.json"),
+		StatusPath:  filepath.Join(d.cfg.StateDir, key+".status.json"),
+		StopPath:    filepath.Join(d.cfg.StateDir, key+".stop.json"),
 	}, nil
 }
 
-// launch writes the spec and hands it to a supervisor, idle or new, and
-// waits for its answer.
+// launch hands the spec to a supervisor, idle or new, and waits for its
+// answer.
 func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (*task, error) {
-	dir := filepath.Dir(spec.StatusPath)
-	specPath := filepath.Join(dir, "spec.json")
-	spec.LogPath = filepath.Join(dir, "supervisor.log")
-	if err := supervisor.WriteSpec(specPath, spec); err != nil {
-		return nil, fmt.Errorf("write supervisor spec: %w", err)
-	}
 	sv, err := d.takeSupervisor()
 	if err != nil {
 		return nil, err
@@ -371,7 +371,7 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 	sv.cur = t
 	sv.mu.Unlock()
 	answer, err := func() (supervisor.Answer, error) {
-		if err := sv.send(supervisor.Request{Spec: specPath}); err != nil {
+		if err := sv.send(supervisor.Request{Run: spec}); err != nil {
 			return supervisor.Answer{}, err
 		}
 		return sv.awaitStarted(ctx, d.stop, startTimeout)
@@ -384,7 +384,7 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 			// It does not answer: it serves no one else.
 			_ = sv.proc.Kill()
 			sv.conn.Close()
-			return nil, fmt.Errorf("supervisor gave no answer%s: %w", logTail(spec.LogPath), err)
+			return nil, fmt.Errorf("supervisor gave no answer%s: %w", logTail(filepath.Join(d.cfg.StateDir, supervisorsLog)), err)
 		}
 		d.release(sv)
 		return nil, errors.New(answer.Error)
@@ -393,7 +393,6 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		SupervisorPid:   sv.proc.Pid,
 		SupervisorStart: sv.start,
 		TaskPid:         answer.Pid,
-		Dir:             dir,
 		StatusPath:      spec.StatusPath,
 		StopPath:        spec.StopPath,
 		Cgroup:          spec.Cgroup,
@@ -450,9 +449,8 @@ func logTail(path string) string {
 	return " (supervisor log: " + strings.TrimSpace(string(b)) + ")"
 }
 
-// cleanup kills and deletes a task's cgroup and removes its state
-// directory.
-func (d *Driver) cleanup(g *cgroup.Group, dir string) {
+// cleanup kills and deletes a task's cgroup and removes its state files.
+func (d *Driver) cleanup(g *cgroup.Group, state ...string) {
 	if g != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
@@ -463,9 +461,12 @@ func (d *Driver) cleanup(g *cgroup.Group, dir string) {
 			d.logger.Warn("delete cgroup", "cgroup", g.Name(), "error", err)
 		}
 	}
-	if dir != "" {
-		if err := os.RemoveAll(dir); err != nil {
-			d.logger.Warn("remove task state", "dir", dir, "error", err)
+	for _, p := range state {
+		if p == "" {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			d.logger.Warn("remove task state", "path", p, "error", err)
 		}
 	}
 }

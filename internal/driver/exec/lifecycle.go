@@ -107,7 +107,7 @@ func (d *Driver) collect(t *task) *driver.ExitResult {
 	}
 	d.logger.Warn(msg, "task", t.id)
 	if g, err := d.group(t); err == nil {
-		d.cleanup(g, "")
+		d.cleanup(g)
 	}
 	return &driver.ExitResult{ExitCode: -1, Err: msg + "; its task was killed", FinishedAt: time.Now()}
 }
@@ -220,11 +220,8 @@ func (d *Driver) Destroy(ctx context.Context, taskID string) error {
 			}
 		}
 	}
-	if g, err := d.group(t); err == nil {
-		d.cleanup(g, t.st.Dir)
-	} else {
-		d.cleanup(nil, t.st.Dir)
-	}
+	g, _ := d.group(t)
+	d.cleanup(g, t.st.Dir, t.st.StatusPath, t.st.StopPath)
 	if t.watch != nil {
 		t.watch.close()
 	}

@@ -32,6 +32,8 @@ import (
 // its task and exits, as a supervisor of one task does: a restarted agent
 // recovers its task by its pid and status file.
 const (
+	// supervisorsLog, in the state directory, is the supervisors' own log.
+	supervisorsLog = "supervisors.log"
 	// maxIdle bounds the supervisors kept idle.
 	maxIdle = 16
 	// idleTimeout is how long supervisors beyond the first stay idle
@@ -158,7 +160,7 @@ func (d *Driver) spawn() (*serving, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "supervisor"), os.NewFile(uintptr(fds[1]), "driver")
 	defer theirs.Close()
-	logf, err := os.OpenFile(filepath.Join(d.cfg.StateDir, "supervisors.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(d.cfg.StateDir, supervisorsLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("open supervisor log: %w", err)
