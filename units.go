@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Duration is a time.Duration that reads and writes JSON as a string such as
@@ -32,8 +33,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
+		s, err := jsonString(b)
+		if err != nil {
 			return err
 		}
 		v, err := ParseDuration(s)
@@ -52,6 +53,30 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(f * float64(time.Second))
 	return nil
+}
+
+// jsonString decodes a JSON string. Strings without escapes (durations and
+// amounts of memory always are) are taken as they are, without the cost of
+// a JSON decoder.
+func jsonString(b []byte) (string, error) {
+	if n := len(b); n >= 2 && b[n-1] == '"' {
+		inner := b[1 : n-1]
+		plain := utf8.Valid(inner)
+		for _, c := range inner {
+			if c == '\\' || c == '"' || c < 0x20 {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			return string(inner), nil
+		}
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return "", err
+	}
+	return s, nil
 }
 
 // ParseDuration reads "30s", "1h30m", "90m" or a plain number of seconds.
@@ -86,8 +111,8 @@ func (m *MemoryMB) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
+		s, err := jsonString(b)
+		if err != nil {
 			return err
 		}
 		v, err := ParseMemory(s)

@@ -119,3 +119,24 @@ func FuzzParseDuration(f *testing.F) {
 		}
 	})
 }
+
+// TestUnitsFromEscapedStrings checks that durations and amounts of memory
+// written with JSON escapes read as the plain strings do.
+func TestUnitsFromEscapedStrings(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Duration
+	}{{`"30s"`, Duration(30 * time.Second)}, {`"\u0033\u0030s"`, Duration(30 * time.Second)}, {`"1h\u0033\u0030m"`, Duration(90 * time.Minute)}} {
+		var d Duration
+		if err := d.UnmarshalJSON([]byte(tt.in)); err != nil || d != tt.want {
+			t.Errorf("duration %s: %v, %v", tt.in, d, err)
+		}
+	}
+	var m MemoryMB
+	if err := m.UnmarshalJSON([]byte(`"8\u0047"`)); err != nil || m != 8192 {
+		t.Errorf("memory: %v, %v", m, err)
+	}
+	if err := m.UnmarshalJSON([]byte("\"8\xffG\"")); err == nil {
+		t.Errorf("memory with invalid UTF-8 read as %v", m)
+	}
+}
