@@ -3,6 +3,7 @@ package state
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/caravan-sched/caravan"
@@ -19,12 +20,14 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("restore state: %w", err)
 	}
 	rs := &restorer{
+		db:        db,
 		txn:       db.Txn(true),
 		versions:  map[versionKey]*caravan.Job{},
 		orphans:   map[versionKey]*caravan.Job{},
 		summaries: map[string]*caravan.JobSummary{},
 		usage:     map[string]caravan.NodeUsage{},
-		sets:      map[setKey][]string{},
+		jobSets:   map[string][]string{},
+		nodeSets:  map[string][]string{},
 	}
 	if err := rs.load(r); err != nil {
 		rs.txn.Abort()
@@ -47,21 +50,40 @@ type versionKey struct {
 	version uint64
 }
 
-// restorer reads a persisted state into a write transaction.
+// restorer reads a persisted state into a new database, in write
+// transactions of restoreTxnRows rows: nobody reads the database before
+// Restore installs it, and a radix tree transaction copies far fewer nodes
+// when it stays small enough to remember every node it copied.
 type restorer struct {
+	db        *memdb.MemDB
 	txn       *memdb.Txn
+	puts      int
 	versions  map[versionKey]*caravan.Job
 	orphans   map[versionKey]*caravan.Job
 	summaries map[string]*caravan.JobSummary
 	usage     map[string]caravan.NodeUsage
-	sets      map[setKey][]string
+	// jobSets and nodeSets collect the allocation ids of each job and
+	// node.
+	jobSets, nodeSets map[string][]string
+}
+
+// restoreTxnRows is how many rows one restore transaction writes.
+const restoreTxnRows = 2048
+
+// put inserts a row, committing the transaction every restoreTxnRows rows.
+func (rs *restorer) put(table string, row any) error {
+	if rs.puts++; rs.puts%restoreTxnRows == 0 {
+		rs.txn.Commit()
+		rs.txn = rs.db.Txn(true)
+	}
+	return rs.txn.Insert(table, row)
 }
 
 // insert adds one decoded row of a section.
 func (rs *restorer) insert(section string, row any) error {
 	switch section {
 	case TableIndex, TableSequence, TableServers, TableNodes, TableEvals:
-		if err := rs.txn.Insert(section, row); err != nil {
+		if err := rs.put(section, row); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
 		return nil
@@ -82,7 +104,7 @@ func (rs *restorer) insert(section string, row any) error {
 }
 
 func (rs *restorer) insertVersion(j *caravan.Job) error {
-	if err := rs.txn.Insert(TableJobVersions, j); err != nil {
+	if err := rs.put(TableJobVersions, j); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
 	rs.versions[versionKey{j.ID, j.Version}] = j
@@ -97,7 +119,7 @@ func (rs *restorer) insertJob(row *jobRow) error {
 	j := base.ShallowCopy()
 	j.Stop, j.Status, j.StatusDescription, j.SubmitTime = row.Stop, row.Status, row.StatusDescription, row.SubmitTime
 	j.CreateIndex, j.ModifyIndex, j.JobModifyIndex = row.CreateIndex, row.ModifyIndex, row.JobModifyIndex
-	if err := rs.txn.Insert(TableJobs, j); err != nil {
+	if err := rs.put(TableJobs, j); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
 	return nil
@@ -124,15 +146,14 @@ func (rs *restorer) insertAlloc(a *caravan.Allocation) error {
 	if a.Job == nil {
 		return fmt.Errorf("allocation %s: job %q version %d is not in the snapshot: %w", a.ID, a.JobID, a.JobVersion, caravan.ErrInvalid)
 	}
-	if err := rs.txn.Insert(TableAllocs, a); err != nil {
+	if err := rs.put(TableAllocs, a); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
 	if !a.Terminal() {
 		rs.usage[a.NodeID] = rs.usage[a.NodeID].Add(&a.Resources)
 	}
-	for _, k := range []setKey{{tableJobAllocs, a.JobID}, {TableNodeUsage, a.NodeID}} {
-		rs.sets[k] = append(rs.sets[k], a.ID)
-	}
+	rs.jobSets[a.JobID] = append(rs.jobSets[a.JobID], a.ID)
+	rs.nodeSets[a.NodeID] = append(rs.nodeSets[a.NodeID], a.ID)
 	if s := rs.summaries[a.JobID]; s != nil {
 		s.Add(a, +1)
 	}
@@ -142,16 +163,23 @@ func (rs *restorer) insertAlloc(a *caravan.Allocation) error {
 // finish writes the derived data: usage of every node with allocations
 // that are not terminal, the allocation sets, and a summary for every job.
 func (rs *restorer) finish() error {
-	for k, ids := range rs.sets {
-		exact := make([]string, len(ids))
-		copy(exact, ids)
-		slices.Sort(exact)
-		set := &allocSet{Key: k.key, IDs: exact}
-		if k.table == TableNodeUsage {
-			set.Usage = rs.usage[k.key]
-		}
-		if err := rs.txn.Insert(k.table, set); err != nil {
-			return fmt.Errorf("insert %s %q: %w", k.table, k.key, err)
+	// Rows go in in key order: a radix tree takes sorted keys far faster.
+	for _, t := range []struct {
+		table string
+		sets  map[string][]string
+	}{{tableJobAllocs, rs.jobSets}, {TableNodeUsage, rs.nodeSets}} {
+		for _, key := range slices.Sorted(maps.Keys(t.sets)) {
+			ids := t.sets[key]
+			exact := make([]string, len(ids))
+			copy(exact, ids)
+			slices.Sort(exact)
+			set := &allocSet{Key: key, IDs: exact}
+			if t.table == TableNodeUsage {
+				set.Usage = rs.usage[key]
+			}
+			if err := rs.put(t.table, set); err != nil {
+				return fmt.Errorf("insert %s %q: %w", t.table, key, err)
+			}
 		}
 	}
 	it, err := rs.txn.Get(TableJobs, indexID)
@@ -164,7 +192,7 @@ func (rs *restorer) finish() error {
 		if s == nil {
 			return fmt.Errorf("job %q has no summary in the snapshot: %w", j.ID, caravan.ErrInvalid)
 		}
-		if err := rs.txn.Insert(TableJobSummary, s); err != nil {
+		if err := rs.put(TableJobSummary, s); err != nil {
 			return fmt.Errorf("insert summary of job %q: %w", j.ID, err)
 		}
 	}
