@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,5 +155,92 @@ func submitAll(b *testing.B, cl *api.Client, jobs []*caravan.Job) {
 	close(errs)
 	if err := <-errs; err != nil {
 		b.Fatalf("submit: %v", err)
+	}
+}
+
+// BenchmarkServerRestart measures how long a server that holds 100,000
+// jobs, each with an allocation placed on one of 1,000 nodes, takes to
+// restart from a Raft snapshot and a log tail of 2,000 more jobs: from
+// server.New until it leads with every entry applied (restore-s: server.New
+// alone, which restores the snapshot). The jobs are registered and placed
+// through the server's own API, without HTTP, before the clock starts.
+//
+//	go test -run '^$' -bench ServerRestart -benchtime 1x ./internal/testcluster
+func BenchmarkServerRestart(b *testing.B) {
+	const jobs, tail = 100_000, 2_000
+	c := Start(b, Options{Configure: func(_ int, cfg *caravanConfig) {
+		cfg.Server.GCInterval = "1h"
+		cfg.Server.MinHeartbeatTTL = "1h"
+	}})
+	m := c.Leader()
+	registerNodes(b, c.Client(), 1000)
+	placed := countPlacements(b, m.Server().Events())
+	registerDirect(b, m, 0, jobs)
+	placed.wait(b, jobs, 10*time.Minute)
+	if err := m.Server().Snapshot(); err != nil {
+		b.Fatal(err)
+	}
+	registerDirect(b, m, jobs, tail)
+	placed.wait(b, jobs+tail, 5*time.Minute)
+	last := m.Server().State().LatestIndex()
+
+	var restore, total time.Duration
+	stopProfile := profileTimed(b)
+	defer stopProfile()
+	for range b.N {
+		m.Stop()
+		runtime.GC()
+		start := time.Now()
+		if err := m.Start(); err != nil {
+			b.Fatal(err)
+		}
+		restore += time.Since(start) // Start returns once Run listens, after New
+		for {
+			s := m.Server()
+			if s.IsLeader() && s.State().LatestIndex() >= last {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("not caught up with index %d after 5 minutes", last)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "restart-s")
+	b.ReportMetric(restore.Seconds()/float64(b.N), "restore-s")
+	if _, err := m.Server().State().Snapshot().JobByID(fmt.Sprintf("bench-%06d", jobs+tail-1)); err != nil {
+		b.Errorf("the last job of the log tail: %v", err)
+	}
+}
+
+// registerDirect registers jobs first..first+n of one allocation each on
+// the member's server, 64 at a time, without HTTP.
+func registerDirect(b *testing.B, m *Member, first, n int) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				job := benchJob(fmt.Sprintf("bench-%06d", first+i), 1, caravan.AlgorithmBinpack)
+				if _, err := m.Server().RegisterJob(context.Background(), job, false); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatalf("register: %v", err)
 	}
 }
