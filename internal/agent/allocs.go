@@ -240,14 +240,18 @@ func (a *Agent) applyChanges(ch *api.NodeAllocChanges) watchNext {
 			stored = append(stored, al)
 		}
 	}
-	// One commit for the whole answer. When it fails the allocations run
-	// anyway; a restarted agent will not know them.
+	// One commit for the whole answer, while the new allocations start:
+	// their tasks' records wait for it (nothing of an allocation is stored
+	// before the allocation). When it fails the allocations run anyway; a
+	// restarted agent will not know them.
+	ready := make(chan struct{})
+	for _, al := range starts {
+		a.startAlloc(al, ready)
+	}
 	if err := a.db.PutAllocs(a.runCtx, stored); err != nil {
 		a.log.Error("store allocations", "error", err)
 	}
-	for _, al := range starts {
-		a.startAlloc(al)
-	}
+	close(ready)
 	for _, u := range updates {
 		if r := a.runnerOf(u.e); r != nil {
 			r.Update(u.al)
@@ -292,9 +296,10 @@ func (a *Agent) removeUnlisted(ch *api.NodeAllocChanges, full bool) watchNext {
 	return watchChanges
 }
 
-// startAlloc starts the runner of a new allocation (stored already).
-func (a *Agent) startAlloc(al *caravan.Allocation) {
-	e, err := a.newEntry(al, nil)
+// startAlloc starts the runner of a new allocation, whose tasks' records
+// wait until stored is closed.
+func (a *Agent) startAlloc(al *caravan.Allocation, stored <-chan struct{}) {
+	e, err := a.newEntry(al, nil, afterStored{stored: stored, p: a.db})
 	if err != nil {
 		a.refuse(al.ID, err.Error())
 		return
@@ -312,7 +317,18 @@ func (a *Agent) refuse(id, why string) {
 	})
 }
 
-func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.Record) (*allocEntry, error) {
+// afterStored holds a task's records back until its allocation is stored.
+type afterStored struct {
+	stored <-chan struct{}
+	p      taskrunner.Persister
+}
+
+func (w afterStored) PutTask(ctx context.Context, allocID, task string, rec *taskrunner.Record) error {
+	<-w.stored
+	return w.p.PutTask(ctx, allocID, task, rec)
+}
+
+func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.Record, persister taskrunner.Persister) (*allocEntry, error) {
 	host, _, _ := net.SplitHostPort(a.httpAddr)
 	node := a.currentNode()
 	dir := filepath.Join(a.allocRoot, al.ID)
@@ -328,7 +344,7 @@ func (a *Agent) newEntry(al *caravan.Allocation, restore map[string]*taskrunner.
 		AllowRoot:      a.cfg.AllowRoot,
 		LogMaxFileSize: a.cfg.LogMaxFileSize,
 		LogMaxFiles:    a.cfg.LogMaxFiles,
-		Persister:      a.db,
+		Persister:      persister,
 		OnUpdate:       a.updates.Add,
 		Restore:        restore,
 		StatsInterval:  a.cfg.StatsInterval,
@@ -457,7 +473,7 @@ func (a *Agent) restore() {
 			a.log.Error("skipping a stored allocation without id or job", "alloc_id", al.ID)
 			continue
 		}
-		e, err := a.newEntry(al, s.Tasks)
+		e, err := a.newEntry(al, s.Tasks, a.db)
 		if err != nil {
 			a.log.Error("restore allocation", "alloc_id", al.ID, "error", err)
 			continue

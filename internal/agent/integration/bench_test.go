@@ -187,7 +187,7 @@ func BenchmarkBatchJobs(b *testing.B) {
 		})
 		submitTook := time.Since(start)
 		byJob := nodeAllocs(b, c, a.NodeID(), n*round, 10*time.Minute, func(al *caravan.Allocation) bool { return al.ClientTerminal() })
-		var toRunning []time.Duration
+		var toRunning, placedToRunning []time.Duration
 		var last time.Time
 		failed := 0
 		for i := range n {
@@ -202,6 +202,7 @@ func BenchmarkBatchJobs(b *testing.B) {
 			}
 			if ts := al.TaskStates["t"]; ts != nil && !ts.StartedAt.IsZero() {
 				toRunning = append(toRunning, ts.StartedAt.Sub(submitted[i]))
+				placedToRunning = append(placedToRunning, ts.StartedAt.Sub(al.CreateTime))
 			}
 			if al.ModifyTime.After(last) {
 				last = al.ModifyTime
@@ -214,6 +215,7 @@ func BenchmarkBatchJobs(b *testing.B) {
 		b.ReportMetric(total.Seconds(), "total-s")
 		b.ReportMetric(submitTook.Seconds(), "submit-s")
 		reportLatency(b, "submit-running", toRunning)
+		reportLatency(b, "placed-running", placedToRunning)
 		b.Logf("%d jobs: submitted in %v, all complete after %v; load average after: %s", n, submitTook, total, loadAverage())
 	}
 }
@@ -228,7 +230,7 @@ func BenchmarkSequentialJobs(b *testing.B) {
 	round := 0
 	for b.Loop() {
 		round++
-		var toRunning []time.Duration
+		var toRunning, toPlaced, placedToRunning []time.Duration
 		for i := range n {
 			id := fmt.Sprintf("seq-%d-%d", round, i)
 			submitted := time.Now()
@@ -247,10 +249,15 @@ func BenchmarkSequentialJobs(b *testing.B) {
 			})
 			if ts := al.TaskStates["t"]; ts != nil && !ts.StartedAt.IsZero() {
 				toRunning = append(toRunning, ts.StartedAt.Sub(submitted))
+				toPlaced = append(toPlaced, al.CreateTime.Sub(submitted))
+				placedToRunning = append(placedToRunning, ts.StartedAt.Sub(al.CreateTime))
 			}
 		}
 		_ = a
 		reportLatency(b, "submit-running", toRunning)
+		// The servers' part (the allocation written) and the agent's.
+		reportLatency(b, "submit-placed", toPlaced)
+		reportLatency(b, "placed-running", placedToRunning)
 		b.Logf("load average: %s", loadAverage())
 	}
 }
