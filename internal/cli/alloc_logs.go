@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -42,6 +44,9 @@ left out when the task group has a single task.`,
 			opt.Offset, opt.Origin = tail, "end"
 		}
 		if err := c.Logs(ctx, args[0], opt, env.Stdout); err != nil && ctx.Err() == nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("logs of allocation %s: the stream broke off: the agent running it went away (the server keeps the allocation's status; try again when the node is back)", args[0])
+			}
 			return fmt.Errorf("logs of allocation %s: %w", args[0], err)
 		}
 		return nil
