@@ -3,6 +3,8 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -26,8 +28,10 @@ import (
 // placement costs, where placements/s also says how much CPU was free.
 //
 // CARAVAN_BENCH_CPUPROFILE=file writes a CPU profile of each timed part
-// (file.<benchmark name>); CARAVAN_BENCH_STATS=1 prints the leader's Raft
-// and plan figures after each run.
+// (file.<benchmark name>); CARAVAN_BENCH_MEMPROFILE=file heap profiles at
+// its start and end; CARAVAN_BENCH_STATS=1 prints the leader's Raft and
+// plan figures after each run; CARAVAN_BENCH_WORKERS=n runs n scheduler
+// workers instead of the default.
 func BenchmarkAPIPlacement(b *testing.B) {
 	for _, nodes := range []int{1000, 10000} {
 		for _, algo := range []string{caravan.AlgorithmBinpack, "spread-rack"} {
@@ -52,6 +56,9 @@ func benchPlacement(b *testing.B, nodes int, algo string, jobs, each int) {
 		// The nodes do not heartbeat: they must not expire (and lose their
 		// allocations) during the run.
 		cfg.Server.MinHeartbeatTTL = "1h"
+		if n := os.Getenv("CARAVAN_BENCH_WORKERS"); n != "" {
+			cfg.Server.NumSchedulers, _ = strconv.Atoi(n)
+		}
 	}})
 	cl := c.Client()
 	registerNodes(b, cl, nodes)
