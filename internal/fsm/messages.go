@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -199,11 +200,15 @@ func Encode(t MessageType, payload any) ([]byte, error) {
 	case plan != nil:
 		payload = withoutJobs(plan)
 	}
-	b, err := json.Marshal(payload)
-	if err != nil {
+	// Written after the type byte in one buffer (json.Marshal would make
+	// a copy of the whole payload); the encoder's final newline is JSON
+	// white space.
+	var buf bytes.Buffer
+	buf.WriteByte(byte(t))
+	if err := json.NewEncoder(&buf).Encode(payload); err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
-	return append([]byte{byte(t)}, b...), nil
+	return buf.Bytes(), nil
 }
 
 // checkPayload refuses a payload of the wrong type for t.
