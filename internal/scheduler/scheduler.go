@@ -10,7 +10,9 @@
 //	   ▼
 //	place ──────▶ for each placement: feasible nodes (pool, datacenter,
 //	   │          constraints, drivers), then capacity, then a ranking over a
-//	   │          few candidates walked from a seeded random offset
+//	   │          few candidates walked from a seeded random offset (binpack
+//	   │          looks at the nodes in use first, so that evaluations run at
+//	   │          the same time fill the same nodes)
 //	   ▼
 //	outcome ────▶ the evaluation's own update, a blocked evaluation for what
 //	              did not fit, delayed evaluations for reschedules that wait
