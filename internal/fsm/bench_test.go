@@ -47,8 +47,14 @@ func benchAlloc(job string, i, node int, evalID string) *caravan.Allocation {
 	}
 }
 
-// planEntry encodes the plans of jobs [first, first+benchPlansPerEnt).
+// planEntry encodes the plans of jobs [first, first+benchPlansPerEnt) as
+// the plan applier does (PlanApplyCompact).
 func planEntry(b *testing.B, first int) []byte {
+	return planEntryOf(b, PlanApplyCompact, first)
+}
+
+// planEntryOf is planEntry in an entry of type mt.
+func planEntryOf(b *testing.B, mt MessageType, first int) []byte {
 	req := &PlanApplyRequest{Time: t0}
 	for j := first; j < first+benchPlansPerEnt; j++ {
 		job := fmt.Sprintf("job-%d", j)
@@ -59,7 +65,7 @@ func planEntry(b *testing.B, first int) []byte {
 		}
 		req.Plans = append(req.Plans, p)
 	}
-	return entry(b, PlanApply, req)
+	return entry(b, mt, req)
 }
 
 // cpuTime returns the CPU time (user and system) the process has used. On
@@ -134,12 +140,18 @@ func runningEntry(b *testing.B, s *state.Store, node int) []byte {
 }
 
 // BenchmarkPlanApply measures placements committed per second through
-// Apply, JSON decoding included, in entries of 500 allocations. The state
-// starts again every 100,000 allocations.
+// Apply, JSON decoding included, in entries of 500 allocations, of both
+// types. The state starts again every 100,000 allocations.
 func BenchmarkPlanApply(b *testing.B) {
+	for _, mt := range []MessageType{PlanApply, PlanApplyCompact} {
+		b.Run(mt.String(), func(b *testing.B) { benchPlanApply(b, mt) })
+	}
+}
+
+func benchPlanApply(b *testing.B, mt MessageType) {
 	entries := make([][]byte, 0, benchJobs/benchPlansPerEnt)
 	for j := 0; j < benchJobs; j += benchPlansPerEnt {
-		entries = append(entries, planEntry(b, j))
+		entries = append(entries, planEntryOf(b, mt, j))
 	}
 	var f *FSM
 	var index uint64
