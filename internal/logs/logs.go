@@ -38,6 +38,10 @@ type Writer struct {
 	f        *os.File
 	index    int
 	size     int64
+	// lazy: the file is opened by the first Write; closed: Close was
+	// called.
+	lazy   bool
+	closed bool
 }
 
 // NewWriter opens the stream <dir>/<name>.N for appending, going on in the
@@ -53,17 +57,38 @@ func NewWriter(dir, name string, maxSize int64, maxFiles int) (*Writer, error) {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
 	w := &Writer{dir: dir, name: name, maxSize: maxSize, maxFiles: maxFiles}
-	files, err := Files(dir, name)
-	if err != nil {
+	if err := w.openNewest(); err != nil {
 		return nil, err
+	}
+	return w, nil
+}
+
+// NewLazyWriter is NewWriter whose file is opened (and created) by the
+// first Write: a stream that never gets output costs no file. The
+// directory is made at once.
+func NewLazyWriter(dir, name string, maxSize int64, maxFiles int) (*Writer, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxFileSize
+	}
+	if maxFiles <= 0 {
+		maxFiles = DefaultMaxFiles
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log dir: %w", err)
+	}
+	return &Writer{dir: dir, name: name, maxSize: maxSize, maxFiles: maxFiles, lazy: true}, nil
+}
+
+// openNewest opens the newest existing file of the stream, or its first.
+func (w *Writer) openNewest() error {
+	files, err := Files(w.dir, w.name)
+	if err != nil {
+		return err
 	}
 	if len(files) > 0 {
 		w.index = files[len(files)-1].Index
 	}
-	if err := w.open(); err != nil {
-		return nil, err
-	}
-	return w, nil
+	return w.open()
 }
 
 func (w *Writer) open() error {
@@ -85,8 +110,17 @@ func (w *Writer) open() error {
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.f == nil {
+	if w.closed {
 		return 0, os.ErrClosed
+	}
+	if w.f == nil {
+		if !w.lazy {
+			return 0, os.ErrClosed
+		}
+		if err := w.openNewest(); err != nil {
+			return 0, err
+		}
+		w.lazy = false
 	}
 	if w.size > 0 && w.size+int64(len(p)) > w.maxSize {
 		if err := w.rotate(); err != nil {
@@ -119,6 +153,7 @@ func (w *Writer) rotate() error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	if w.f == nil {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -215,113 +217,279 @@ func TestStopWithSignal(t *testing.T) {
 	}
 }
 
-// TestServeTasks runs tasks one after another in one supervisor, over a
-// socket as the exec driver does: one that completes, one stopped on
-// request (a stop for another task is ignored), one that cannot start;
-// then the supervisor exits when the driver's end closes.
+// served is a supervisor serving tasks to the test over a socket, as the
+// exec driver does.
+type served struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	conn    *os.File
+	enc     *json.Encoder
+	answers chan Answer
+	log     *lockedWriter
+	// waited is closed once exited's Wait returned.
+	waited chan struct{}
+}
+
+// serveTasks starts the test binary as a supervisor that serves tasks.
+func serveTasks(t *testing.T) *served {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Non-blocking, so that closing our end ends the read in progress.
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := &served{t: t, conn: ours, enc: json.NewEncoder(ours), answers: make(chan Answer, 16), log: &lockedWriter{}}
+	sv.cmd = exec.Command(self)
+	sv.cmd.Env = []string{superviseEnv + "=" + ServeSpecs}
+	sv.cmd.ExtraFiles = []*os.File{theirs}
+	sv.cmd.Stderr = sv.log
+	sv.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := sv.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer close(sv.answers)
+		sc := bufio.NewScanner(ours)
+		for sc.Scan() {
+			var a Answer
+			if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+				return
+			}
+			sv.answers <- a
+		}
+	}()
+	t.Cleanup(func() {
+		_ = sv.cmd.Process.Kill()
+		if sv.waited == nil {
+			_ = sv.cmd.Wait()
+		} else {
+			<-sv.waited
+		}
+		ours.Close()
+		<-readDone
+	})
+	return sv
+}
+
+// lockedWriter is a buffer for a child's output that tests may read while
+// the child writes.
+type lockedWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (sv *served) send(r Request) {
+	sv.t.Helper()
+	if err := sv.enc.Encode(r); err != nil {
+		sv.t.Fatal(err)
+	}
+}
+
+// next returns the next answer, within 30 seconds.
+func (sv *served) next() Answer {
+	sv.t.Helper()
+	select {
+	case a, ok := <-sv.answers:
+		if !ok {
+			sv.t.Fatalf("the supervisor's connection ended")
+		}
+		return a
+	case <-time.After(30 * time.Second):
+		sv.t.Fatalf("no answer within 30s")
+	}
+	return Answer{}
+}
+
+// run sends a task and returns the answer to it.
+func (sv *served) run(s *Spec) Answer {
+	sv.t.Helper()
+	sv.send(Request{Run: s})
+	a := sv.next()
+	if a.TaskID != s.TaskID {
+		sv.t.Fatalf("answer %+v, want one for %s", a, s.TaskID)
+	}
+	return a
+}
+
+// exited waits for the supervisor to exit.
+func (sv *served) exited() {
+	sv.t.Helper()
+	done := make(chan error, 1)
+	sv.waited = make(chan struct{})
+	go func() {
+		defer close(sv.waited)
+		done <- sv.cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			sv.t.Errorf("supervisor: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		sv.t.Fatalf("the supervisor did not exit; log:\n%s", sv.log)
+	}
+}
+
+// TestServeTasks runs tasks one after another in one supervisor: one that
+// completes (its result comes with done, and no status file is written
+// while the driver is connected), one stopped on request (a stop for
+// another task is ignored), one that cannot start; then the supervisor
+// exits when the driver's end closes.
 func TestServeTasks(t *testing.T) {
 	specs := []*Spec{
 		liveSpecNamed(t, "true", "/bin/true"),
 		liveSpecNamed(t, "sleep", "/bin/sleep", "300"),
 		liveSpecNamed(t, "missing", "/nonexistent/program"),
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
-	defer ours.Close()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logBuf bytes.Buffer
-	cmd := exec.Command(self)
-	cmd.Env = []string{superviseEnv + "=" + ServeSpecs}
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.Stderr = &logBuf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	theirs.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	enc := json.NewEncoder(ours)
-	answers := bufio.NewScanner(ours)
-	send := func(r Request) {
-		t.Helper()
-		if err := enc.Encode(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	next := func() Answer {
-		t.Helper()
-		if !answers.Scan() {
-			t.Fatalf("no answer: %v; log:\n%s", answers.Err(), logBuf.String())
-		}
-		var a Answer
-		if err := json.Unmarshal(answers.Bytes(), &a); err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	run := func(s *Spec) Answer {
-		t.Helper()
-		path := filepath.Join(filepath.Dir(s.StatusPath), "spec.json")
-		s.LogPath = filepath.Join(filepath.Dir(s.StatusPath), "supervisor.log")
-		if err := WriteSpec(path, s); err != nil {
-			t.Fatal(err)
-		}
-		send(Request{Spec: path})
-		return next()
-	}
+	sv := serveTasks(t)
 
-	if a := run(specs[0]); a.Pid <= 0 || a.Error != "" {
+	specs[0].LogPath = filepath.Join(filepath.Dir(specs[0].StatusPath), "supervisor.log")
+	if a := sv.run(specs[0]); a.Pid <= 0 || a.Error != "" {
 		t.Fatalf("first task: %+v", a)
 	}
-	if a := next(); a.Done != specs[0].TaskID {
-		t.Fatalf("first task: %+v, want done", a)
+	a := sv.next()
+	if a.Done != specs[0].TaskID || a.Result == nil || !a.Result.Successful() || a.Result.Stats == nil {
+		t.Fatalf("first task: %+v, want done with a successful result", a)
 	}
-	if res, err := ReadStatus(specs[0].StatusPath); err != nil || !res.Successful() {
-		t.Errorf("first status = %+v, %v", res, err)
+	sv.send(Request{TaskID: specs[0].TaskID, Release: true})
+	if _, err := ReadStatus(specs[0].StatusPath); !errors.Is(err, ErrNoStatus) {
+		t.Errorf("first task's status file: %v, want none while the driver is connected", err)
+	}
+	if b, err := os.ReadFile(specs[0].LogPath); err != nil || !strings.Contains(string(b), "task exited") {
+		t.Errorf("first task's supervisor log: %q, %v", b, err)
 	}
 
-	a := run(specs[1])
+	a = sv.run(specs[1])
 	if a.Pid <= 0 {
 		t.Fatalf("second task: %+v", a)
 	}
-	send(Request{TaskID: specs[0].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGKILL)}})
+	sv.send(Request{TaskID: specs[0].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGKILL)}})
 	time.Sleep(200 * time.Millisecond)
 	if err := syscall.Kill(a.Pid, 0); err != nil {
 		t.Fatalf("a stop for another task reached this one: %v", err)
 	}
-	send(Request{TaskID: specs[1].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGINT), KillTimeout: caravan.Duration(10 * time.Second)}})
-	if a := next(); a.Done != specs[1].TaskID {
-		t.Fatalf("second task: %+v, want done", a)
+	sv.send(Request{TaskID: specs[1].TaskID, Stop: &StopRequest{Signal: int(syscall.SIGINT), KillTimeout: caravan.Duration(10 * time.Second)}})
+	if a := sv.next(); a.Done != specs[1].TaskID || a.Result == nil || !a.Result.Killed || a.Result.Signal != int(syscall.SIGINT) {
+		t.Fatalf("second task: %+v, want done, killed by SIGINT", a)
 	}
-	if res, err := ReadStatus(specs[1].StatusPath); err != nil || !res.Killed || res.Signal != int(syscall.SIGINT) {
-		t.Errorf("second status = %+v, %v", res, err)
-	}
-	if b, err := os.ReadFile(specs[1].LogPath); err != nil || !strings.Contains(string(b), "stopping task") {
-		t.Errorf("second task's supervisor log: %q, %v", b, err)
-	}
+	sv.send(Request{TaskID: specs[1].TaskID, Release: true})
 
-	if a := run(specs[2]); !strings.Contains(a.Error, "no such file") {
+	if a := sv.run(specs[2]); !strings.Contains(a.Error, "no such file") {
 		t.Errorf("third task: %+v, want the exec error", a)
 	}
-
-	ours.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("supervisor: %v; log:\n%s", err, logBuf.String())
+	for _, s := range specs {
+		if _, err := ReadStatus(s.StatusPath); !errors.Is(err, ErrNoStatus) {
+			t.Errorf("%s: status file %v, want none", s.TaskID, err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the supervisor did not exit when the driver's end closed")
+	}
+	sv.conn.Close()
+	sv.exited()
+}
+
+// TestServeConcurrentTasks holds three tasks in one supervisor at once: a
+// stop request and a stop file with SIGUSR1 each end only the task they
+// name; when the driver's connection ends, the result it did not release
+// goes to its task's status file, the task still running goes on, and
+// its status file is written when it ends; then the supervisor exits.
+func TestServeConcurrentTasks(t *testing.T) {
+	gate := func(name string) *Spec {
+		s := liveSpecNamed(t, name, "/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; exit 3")
+		if err := os.Chmod(s.Dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b, c := gate("a"), gate("b"), gate("c")
+	sv := serveTasks(t)
+	pids := map[string]int{}
+	for _, s := range []*Spec{a, b, c} {
+		ans := sv.run(s)
+		if ans.Pid <= 0 {
+			t.Fatalf("%s: %+v", s.TaskID, ans)
+		}
+		pids[s.TaskID] = ans.Pid
+	}
+	// A second task with a running task's id is refused.
+	if ans := sv.run(a); ans.Error == "" {
+		t.Errorf("a second run of %s: %+v, want an error", a.TaskID, ans)
+	}
+
+	sv.send(Request{TaskID: a.TaskID, Stop: &StopRequest{Signal: int(syscall.SIGKILL)}})
+	ans := sv.next()
+	if ans.Done != a.TaskID || ans.Result == nil || !ans.Result.Killed {
+		t.Fatalf("after the stop of a: %+v", ans)
+	}
+	if err := RequestStop(b.StopPath, StopRequest{Signal: int(syscall.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sv.cmd.Process.Signal(StopFileSignal); err != nil {
+		t.Fatal(err)
+	}
+	ans = sv.next()
+	if ans.Done != b.TaskID || ans.Result == nil || !ans.Result.Killed {
+		t.Fatalf("after the stop file of b: %+v", ans)
+	}
+	sv.send(Request{TaskID: a.TaskID, Release: true})
+	if err := syscall.Kill(pids[c.TaskID], 0); err != nil {
+		t.Fatalf("task c was hit by the stops of the others: %v", err)
+	}
+
+	// The driver goes away: b's result, not released, goes to its status
+	// file; a's was released and does not.
+	sv.conn.Close()
+	waitStatus := func(s *Spec) *driver.ExitResult {
+		t.Helper()
+		for range 500 {
+			if res, err := ReadStatus(s.StatusPath); err == nil {
+				return res
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no status file for %s; log:\n%s", s.TaskID, sv.log)
+		return nil
+	}
+	if res := waitStatus(b); !res.Killed {
+		t.Errorf("b's status = %+v, want killed", res)
+	}
+	if _, err := ReadStatus(a.StatusPath); !errors.Is(err, ErrNoStatus) {
+		t.Errorf("a's status file: %v, want none (released)", err)
+	}
+	if err := syscall.Kill(pids[c.TaskID], 0); err != nil {
+		t.Fatalf("task c ended with the connection: %v", err)
+	}
+	touch(t, filepath.Join(c.Dir, "go"))
+	if res := waitStatus(c); res.ExitCode != 3 || res.Killed {
+		t.Errorf("c's status = %+v, want exit code 3", res)
+	}
+	sv.exited()
+}
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

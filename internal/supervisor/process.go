@@ -14,20 +14,18 @@ import (
 // start opens the task's cgroup and output and starts the task: in its own
 // session and process group, as its user with no supplementary groups, in
 // its directory, with its environment, stdin on /dev/null, inside the
-// cgroup from its first instruction.
-func (s *supervisor) start() error {
-	sp := s.spec
-	mgr, err := cgroup.NewManager(cgroup.Version(sp.Cgroup.Version), sp.Cgroup.Root)
-	if err != nil {
+// cgroup from its first instruction. The rotated logs are made on the
+// first output: a task that prints nothing costs no log file.
+func (t *task) start(mgr *cgroup.Manager) error {
+	sp := t.spec
+	var err error
+	if t.group, err = mgr.Load(sp.Cgroup.Name); err != nil {
 		return err
 	}
-	if s.group, err = mgr.Load(sp.Cgroup.Name); err != nil {
+	if t.stdout, err = logs.NewLazyWriter(sp.Logs.Dir, sp.Logs.Name+".stdout", sp.Logs.MaxFileSize, sp.Logs.MaxFiles); err != nil {
 		return err
 	}
-	if s.stdout, err = logs.NewWriter(sp.Logs.Dir, sp.Logs.Name+".stdout", sp.Logs.MaxFileSize, sp.Logs.MaxFiles); err != nil {
-		return err
-	}
-	if s.stderr, err = logs.NewWriter(sp.Logs.Dir, sp.Logs.Name+".stderr", sp.Logs.MaxFileSize, sp.Logs.MaxFiles); err != nil {
+	if t.stderr, err = logs.NewLazyWriter(sp.Logs.Dir, sp.Logs.Name+".stderr", sp.Logs.MaxFileSize, sp.Logs.MaxFiles); err != nil {
 		return err
 	}
 	var outExtra, errExtra *os.File
@@ -35,7 +33,7 @@ func (s *supervisor) start() error {
 		if outExtra, err = openAsUser(sp.Logs.StdoutPath, sp.UID, sp.GID); err != nil {
 			return err
 		}
-		s.extra = append(s.extra, outExtra)
+		t.extra = append(t.extra, outExtra)
 	}
 	switch {
 	case sp.Logs.StderrPath == "":
@@ -45,7 +43,7 @@ func (s *supervisor) start() error {
 		if errExtra, err = openAsUser(sp.Logs.StderrPath, sp.UID, sp.GID); err != nil {
 			return err
 		}
-		s.extra = append(s.extra, errExtra)
+		t.extra = append(t.extra, errExtra)
 	}
 
 	devnull, err := os.Open(os.DevNull)
@@ -58,13 +56,13 @@ func (s *supervisor) start() error {
 		return fmt.Errorf("stdout pipe: %w", err)
 	}
 	defer outW.Close()
-	s.readers = append(s.readers, outR)
+	t.readers = append(t.readers, outR)
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("stderr pipe: %w", err)
 	}
 	defer errW.Close()
-	s.readers = append(s.readers, errR)
+	t.readers = append(t.readers, errR)
 
 	attr := &syscall.ProcAttr{
 		Dir:   sp.Dir,
@@ -79,20 +77,20 @@ func (s *supervisor) start() error {
 			},
 		},
 	}
-	s.started = time.Now()
-	pid, err := s.group.ForkExec(sp.Path, sp.Args, attr)
+	t.started = time.Now()
+	pid, err := t.group.ForkExec(sp.Path, sp.Args, attr)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", sp.Path, err)
 	}
-	s.pid = pid
-	s.copiers.Add(2)
+	t.pid = pid
+	t.copiers.Add(2)
 	go func() {
-		defer s.copiers.Done()
-		copyOutput(outR, s.stdout, writerOrNil(outExtra), "stdout", s.logger)
+		defer t.copiers.Done()
+		copyOutput(outR, t.stdout, writerOrNil(outExtra), "stdout", t.logger)
 	}()
 	go func() {
-		defer s.copiers.Done()
-		copyOutput(errR, s.stderr, writerOrNil(errExtra), "stderr", s.logger)
+		defer t.copiers.Done()
+		copyOutput(errR, t.stderr, writerOrNil(errExtra), "stderr", t.logger)
 	}()
 	return nil
 }
@@ -106,21 +104,21 @@ func writerOrNil(f *os.File) io.Writer {
 }
 
 // closeOutput closes the logs, the extra files and the pipes.
-func (s *supervisor) closeOutput() {
-	for _, w := range []*logs.Writer{s.stdout, s.stderr} {
+func (t *task) closeOutput() {
+	for _, w := range []*logs.Writer{t.stdout, t.stderr} {
 		if w != nil {
 			if err := w.Close(); err != nil {
-				s.logger.Warn("close task log", "error", err)
+				t.logger.Warn("close task log", "error", err)
 			}
 		}
 	}
-	for _, f := range s.extra {
+	for _, f := range t.extra {
 		if err := f.Close(); err != nil {
-			s.logger.Warn("close output file", "error", err)
+			t.logger.Warn("close output file", "error", err)
 		}
 	}
-	for _, r := range s.readers {
+	for _, r := range t.readers {
 		r.Close()
 	}
-	s.stdout, s.stderr, s.extra, s.readers = nil, nil, nil, nil
+	t.stdout, t.stderr, t.extra, t.readers = nil, nil, nil, nil
 }

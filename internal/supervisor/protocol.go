@@ -113,27 +113,40 @@ func (r StopRequest) signal() syscall.Signal {
 	return syscall.Signal(r.Signal)
 }
 
+// StopFileSignal makes a supervisor stop those of its tasks that have a
+// stop file, and no other. Supervisors older than shared ones do not know
+// it (it would end them): the driver sends it only to supervisors whose
+// handle says they do.
+const StopFileSignal = syscall.SIGUSR1
+
 // ServeSpecs, given to Run as the spec path, makes the supervisor serve
-// tasks one after another over its connection to the driver (serve.go).
+// tasks over its connection to the driver (serve.go).
 const ServeSpecs = "-"
 
 // Request is a line the driver sends to a supervisor that serves tasks: a
-// task to run (its spec, or the path of a spec file), or a stop request
-// for the task TaskID.
+// task to run (its spec, or the path of a spec file), a stop request for
+// the task TaskID, or the release of TaskID's result.
 type Request struct {
 	Run    *Spec        `json:"run,omitempty"`
 	Spec   string       `json:"spec,omitempty"`
 	TaskID string       `json:"task_id,omitempty"`
 	Stop   *StopRequest `json:"stop,omitempty"`
+	// Release says the driver keeps TaskID's result where it survives the
+	// agent: the supervisor forgets it.
+	Release bool `json:"release,omitempty"`
 }
 
-// Answer is a line a supervisor that serves tasks sends back: the task's
-// pid or why it did not start, then Done, the task's id, once its status
-// is written and its cgroup deleted: the supervisor takes the next spec.
+// Answer is a line a supervisor that serves tasks sends back: for a task to
+// run, TaskID with its pid or why it did not start; once a task is over,
+// Done (its id) with its Result. The supervisor keeps a result it sent
+// until the driver releases it, and writes it to the task's status file if
+// the connection ends first.
 type Answer struct {
-	Pid   int    `json:"pid,omitempty"`
-	Error string `json:"error,omitempty"`
-	Done  string `json:"done,omitempty"`
+	TaskID string             `json:"task_id,omitempty"`
+	Pid    int                `json:"pid,omitempty"`
+	Error  string             `json:"error,omitempty"`
+	Done   string             `json:"done,omitempty"`
+	Result *driver.ExitResult `json:"result,omitempty"`
 }
 
 // Started is the supervisor's one-line answer on the handshake pipe: the
@@ -163,8 +176,10 @@ func ReadSpec(path string) (*Spec, error) {
 }
 
 // RequestStop records a stop request at path (the spec's StopPath). The
-// caller then sends SIGTERM to the supervisor, which reads it. A later
-// request with a shorter kill timeout shortens the wait.
+// caller then signals the supervisor: SIGUSR1 (StopFileSignal), which
+// makes it read the stop files of its tasks and stop those that have one,
+// or SIGTERM, which stops all its tasks (each with its stop file when it
+// has one). A later request with a shorter kill timeout shortens the wait.
 func RequestStop(path string, r StopRequest) error {
 	if err := writeJSON(path, r, false); err != nil {
 		return fmt.Errorf("write stop request: %w", err)
@@ -174,11 +189,20 @@ func RequestStop(path string, r StopRequest) error {
 
 // readStop reads a stop request; a missing or broken file gives def.
 func readStop(path string, def StopRequest) StopRequest {
+	if r, ok := readStopFile(path); ok {
+		return r
+	}
+	return def
+}
+
+// readStopFile reads a stop request; ok is false when there is none (or
+// it is broken).
+func readStopFile(path string) (StopRequest, bool) {
 	var r StopRequest
 	if err := readJSON(path, &r); err != nil || r.KillTimeout < 0 {
-		return def
+		return StopRequest{}, false
 	}
-	return r
+	return r, true
 }
 
 // ReadStatus reads the exit result a supervisor wrote. A missing file gives

@@ -3,23 +3,26 @@
 // cgroup with the task's memory, cpu and cpuset limits.
 //
 // Each task is held by a `caravan supervise` process (internal/supervisor)
-// that the driver starts in its own session, connected to it by a socket,
-// and gives the next task once one ended (pool.go). The supervisor outlives
-// the agent, enforces the time limit and the kill sequence, and writes the
-// exit status to a file, so a restarted agent re-attaches with Recover and
-// loses no exit:
+// that the driver starts in its own session, connected to it by a socket;
+// a supervisor holds up to TasksPerSupervisor tasks at once and takes new
+// ones as its tasks end (pool.go). The supervisor outlives the agent,
+// enforces each task's time limit and kill sequence, and keeps each exit
+// until the agent stored it (or writes it to the task's status file), so
+// a restarted agent re-attaches with Recover and loses no exit:
 //
-//	Start: user, dirs, command checked ─▶ cgroup created ─▶ the spec to an
-//	       idle supervisor, or a new one ─▶ {"pid":N} ─▶ Handle (the
+//	Start: user, dirs, command checked ─▶ cgroup created ─▶ the spec to a
+//	       supervisor with room, or a new one ─▶ {"pid"} ─▶ Handle (the
 //	       supervisor's pid and start time)
-//	Wait:  {"done"}, or the supervisor's exit ─▶ status.json ─▶ ExitResult
-//	       (no status.json: the supervisor was killed ─▶ Err, cgroup killed)
-//	Stop:  {"stop"} naming the task; for a recovered task, stop.json and
-//	       SIGTERM to its supervisor
-//	Destroy: stop at once, kill and delete the cgroup, remove the state
-//	Recover: status.json written ─▶ over; otherwise wait for the
-//	       supervisor (pidfd), which exits after its task once its
-//	       connection to the old agent is gone
+//	Wait:  {"done", result} ─▶ ExitResult; the supervisor's connection
+//	       ended first ─▶ the status file, or LostError (cgroup killed)
+//	Stop:  {"stop"} naming the task; for a recovered task, its stop file
+//	       and SIGUSR1 (SIGTERM for a supervisor of one task) to its
+//	       supervisor
+//	Destroy: stop at once, kill and delete the cgroup, {"release"}, remove
+//	       the state files
+//	Recover: status file written ─▶ over; otherwise wait for the status
+//	       file (inotify) or the supervisor's exit (pidfd): no status then
+//	       ─▶ LostError
 package exec
 
 import (
@@ -34,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/caravan-sched/caravan"
@@ -76,6 +80,11 @@ type Config struct {
 	CgroupParent string
 	// Cgroups manages the node's cgroups; nil detects the host's.
 	Cgroups *cgroup.Manager
+	// TasksPerSupervisor is how many tasks one supervisor holds at once;
+	// 0 means DefaultTasksPerSupervisor. More saves memory (one process
+	// for several tasks); fewer limits what the death of one supervisor
+	// takes with it. 1 gives every task its own.
+	TasksPerSupervisor int
 	// Logger receives the driver's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -92,13 +101,17 @@ type Driver struct {
 	closeOnce sync.Once
 	watchers  sync.WaitGroup
 
+	// perSupervisor is Config.TasksPerSupervisor with its default.
+	perSupervisor int
+	// statuses tells recovered tasks when their status files appear.
+	statuses statusFiles
+
 	mu    sync.Mutex
 	tasks map[string]*task
 	// supGroup is the v2 group supervisors start in, once made.
 	supGroup *cgroup.Group
-	// idle are supervisors waiting for a task, the newest last; janitor
-	// says letIdleGo runs.
-	idle    []*serving
+	// pool are the connected supervisors; janitor says letIdleGo runs.
+	pool    []*serving
 	janitor bool
 }
 
@@ -108,15 +121,21 @@ var _ driver.Driver = (*Driver)(nil)
 type task struct {
 	id string
 	st handleState
-	// sv is the connected supervisor that serves the task; served is
-	// closed when it reported the task done. Recovered tasks have none:
-	// watch follows their supervisor (nil when it was gone at Recover).
+	// sv is the connected supervisor that holds the task; answer
+	// receives its answer to the spec; served is closed once it reported
+	// the task's end (report, under Driver.mu until then). Recovered
+	// tasks have none: watch follows their supervisor (nil when it was
+	// gone at Recover).
 	sv     *serving
+	answer chan supervisor.Answer
 	served chan struct{}
+	report *driver.ExitResult
 	watch  *pidWatch
-	// done is closed once result is set.
+	// done is closed once the end is known: result, or lost when the
+	// supervisor vanished without a result.
 	done   chan struct{}
 	result *driver.ExitResult
+	lost   *LostError
 }
 
 // handleState is the driver's part of a Handle: what Recover needs.
@@ -127,6 +146,10 @@ type handleState struct {
 	// match it.
 	SupervisorStart uint64 `json:"supervisor_start"`
 	TaskPid         int    `json:"task_pid"`
+	// StopSignal makes the supervisor read the task's stop file and stop
+	// only that task (supervisor.StopFileSignal); 0 for supervisors of
+	// one task, which SIGTERM stops.
+	StopSignal int `json:"stop_signal,omitempty"`
 	// Dir is the task's state directory of an older agent; now the
 	// status and stop files are in the driver's state directory.
 	Dir        string                `json:"dir,omitempty"`
@@ -161,15 +184,23 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.TasksPerSupervisor < 0 {
+		return nil, errors.New("exec driver: tasks per supervisor must not be negative")
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("exec driver: %w", err)
 	}
 	d := &Driver{
-		cfg:     cfg,
-		cgroups: cfg.Cgroups,
-		logger:  cfg.Logger.With("component", "driver/exec"),
-		stop:    make(chan struct{}),
-		tasks:   make(map[string]*task),
+		cfg:           cfg,
+		cgroups:       cfg.Cgroups,
+		logger:        cfg.Logger.With("component", "driver/exec"),
+		stop:          make(chan struct{}),
+		tasks:         make(map[string]*task),
+		perSupervisor: cfg.TasksPerSupervisor,
+		statuses:      statusFiles{dir: cfg.StateDir},
+	}
+	if d.perSupervisor == 0 {
+		d.perSupervisor = DefaultTasksPerSupervisor
 	}
 	if d.cgroups == nil {
 		d.cgroups, d.cgErr = cgroup.NewManager(0, "")
@@ -359,33 +390,38 @@ func (d *Driver) spec(cfg *driver.TaskConfig, u taskUser, cmd command, workDir s
 	}, nil
 }
 
-// launch hands the spec to a supervisor, idle or new, and waits for its
+// launch hands the spec to a supervisor with room and waits for its
 // answer.
 func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (*task, error) {
-	sv, err := d.takeSupervisor()
+	sv, err := d.takeSupervisor(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &task{id: id, sv: sv, served: make(chan struct{}), done: make(chan struct{})}
-	sv.mu.Lock()
-	sv.cur = t
-	sv.mu.Unlock()
+	t := &task{id: id, sv: sv, answer: make(chan supervisor.Answer, 1), served: make(chan struct{}), done: make(chan struct{})}
+	d.mu.Lock()
+	sv.tasks[id] = t
+	d.mu.Unlock()
 	answer, err := func() (supervisor.Answer, error) {
 		if err := sv.send(supervisor.Request{Run: spec}); err != nil {
 			return supervisor.Answer{}, err
 		}
-		return sv.awaitStarted(ctx, d.stop, startTimeout)
+		return d.awaitStarted(ctx, sv, t)
 	}()
-	if err != nil || answer.Error != "" {
-		sv.mu.Lock()
-		sv.cur = nil
-		sv.mu.Unlock()
-		if err != nil {
-			// It does not answer: it serves no one else.
-			_ = sv.proc.Kill()
-			sv.conn.Close()
-			return nil, fmt.Errorf("supervisor gave no answer%s: %w", logTail(filepath.Join(d.cfg.StateDir, supervisorsLog)), err)
-		}
+	if err != nil {
+		// The task may start all the same: it must not run. A supervisor
+		// that does not answer gets no new task, and is let go once its
+		// tasks are over.
+		_ = sv.send(supervisor.Request{TaskID: id, Stop: &supervisor.StopRequest{Signal: int(syscall.SIGKILL)}})
+		d.mu.Lock()
+		sv.closing = true
+		d.mu.Unlock()
+		d.release(sv)
+		return nil, fmt.Errorf("supervisor gave no answer%s: %w", logTail(filepath.Join(d.cfg.StateDir, supervisorsLog)), err)
+	}
+	if answer.Error != "" {
+		d.mu.Lock()
+		delete(sv.tasks, id)
+		d.mu.Unlock()
 		d.release(sv)
 		return nil, errors.New(answer.Error)
 	}
@@ -393,6 +429,7 @@ func (d *Driver) launch(ctx context.Context, id string, spec *supervisor.Spec) (
 		SupervisorPid:   sv.proc.Pid,
 		SupervisorStart: sv.start,
 		TaskPid:         answer.Pid,
+		StopSignal:      int(supervisor.StopFileSignal),
 		StatusPath:      spec.StatusPath,
 		StopPath:        spec.StopPath,
 		Cgroup:          spec.Cgroup,

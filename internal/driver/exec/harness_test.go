@@ -29,7 +29,9 @@ type harness struct {
 	// supervisor overrides the supervisor command (the real binary).
 	supervisor []string
 	allowRoot  bool
-	cgroups    *cgroup.Manager
+	// perSupervisor is the drivers' TasksPerSupervisor.
+	perSupervisor int
+	cgroups       *cgroup.Manager
 	seq        atomic.Int64
 	// current is the driver Cleanup destroys tasks with.
 	current atomic.Pointer[Driver]
@@ -88,7 +90,8 @@ func (h *harness) newDriver() *Driver {
 		StateDir:          h.stateDir,
 		AllowRoot:         h.allowRoot,
 		CgroupParent:      testCgroupParent,
-		Cgroups:           h.cgroups,
+		Cgroups:            h.cgroups,
+		TasksPerSupervisor: h.perSupervisor,
 	})
 	if err != nil {
 		h.t.Fatal(err)
