@@ -314,20 +314,21 @@ func (a *Agent) buildDrivers() ([]driver.Driver, func(), error) {
 		}
 	}
 	ex, err := execdriver.New(execdriver.Config{
-		SupervisorCommand: a.cfg.SupervisorCommand,
-		SupervisorEnv:     a.cfg.SupervisorEnv,
-		StateDir:          filepath.Join(a.cfg.DataDir, execStateDir),
-		DefaultUser:       a.cfg.TaskUser,
-		AllowRoot:         a.cfg.AllowRoot,
-		CgroupParent:      a.cfg.CgroupParent,
-		Logger:            a.log,
+		SupervisorCommand:  a.cfg.SupervisorCommand,
+		SupervisorEnv:      a.cfg.SupervisorEnv,
+		StateDir:           filepath.Join(a.cfg.DataDir, execStateDir),
+		DefaultUser:        a.cfg.TaskUser,
+		AllowRoot:          a.cfg.AllowRoot,
+		CgroupParent:       a.cfg.CgroupParent,
+		TasksPerSupervisor: a.cfg.TasksPerSupervisor,
+		Logger:             a.log,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}
 	out, closers = append(out, ex), append(closers, ex)
 	if !a.cfg.DisableDocker {
-		dk, err := docker.New(docker.Config{KeepContainers: a.cfg.DockerKeepContainers, Logger: a.log})
+		dk, err := docker.New(docker.Config{KeepContainers: a.cfg.DockerKeepContainers, DisablePull: a.cfg.DisableDockerPull, Logger: a.log})
 		if err != nil {
 			a.log.Warn("docker driver unavailable", "error", err)
 		} else {

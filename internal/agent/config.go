@@ -62,6 +62,12 @@ type Config struct {
 	// DisableDocker turns the docker driver off.
 	DockerKeepContainers bool
 	DisableDocker        bool
+	// DisableDockerPull makes a missing image an error at once instead of
+	// a pull.
+	DisableDockerPull bool
+	// TasksPerSupervisor is how many exec tasks share a supervisor; 0 is
+	// the exec driver's default.
+	TasksPerSupervisor int
 	// SupervisorCommand runs `caravan supervise` for the exec driver; by
 	// default this executable. SupervisorEnv is added to its environment.
 	SupervisorCommand []string
@@ -106,6 +112,8 @@ func FromConfig(c *config.Config) Config {
 		CgroupParent:         a.CgroupParent,
 		DockerKeepContainers: a.DockerRemoveContainers != nil && !*a.DockerRemoveContainers,
 		DisableDocker:        a.DisableDocker,
+		DisableDockerPull:    a.DisableDockerPull,
+		TasksPerSupervisor:   a.TasksPerSupervisor,
 	}
 	if c.Advertise != "" {
 		cfg.AdvertiseAddr = net.JoinHostPort(c.Advertise, strconv.Itoa(a.HTTPPort))

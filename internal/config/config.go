@@ -118,6 +118,10 @@ type Agent struct {
 	// DisableDockerPull never pulls images: a task whose image is not on
 	// the machine fails at once with a clear error.
 	DisableDockerPull bool `hcl:"disable_docker_pull,optional"`
+	// TasksPerSupervisor is how many exec tasks share one supervisor
+	// process; 0 takes the driver's default (8), 1 gives every task its
+	// own.
+	TasksPerSupervisor int `hcl:"tasks_per_supervisor,optional"`
 }
 
 // Default returns the defaults for a server and an agent.
@@ -242,6 +246,7 @@ func (a *Agent) merge(o *Agent) {
 	}
 	a.DisableDocker = a.DisableDocker || o.DisableDocker
 	a.DisableDockerPull = a.DisableDockerPull || o.DisableDockerPull
+	setInt(&a.TasksPerSupervisor, o.TasksPerSupervisor)
 }
 
 func setString(dst *string, v string) {
@@ -356,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if a.TaskUser == "" {
 		bad("agent.task_user", "missing")
+	}
+	if a.TasksPerSupervisor < 0 || a.TasksPerSupervisor > 1024 {
+		bad("agent.tasks_per_supervisor", "%d is out of range (0 for the default, 1 to 1024)", a.TasksPerSupervisor)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("configuration: %w", &caravan.ValidationError{Fields: errs})

@@ -105,12 +105,13 @@ func TestValidate(t *testing.T) {
 	c.Server.GCInterval = "soon"
 	c.Server.DefaultAlgorithm = "random"
 	c.Agent.Datacenter = "bad dc"
+	c.Agent.TasksPerSupervisor = -1
 	err := c.Finish()
 	var ve *caravan.ValidationError
 	if !errors.As(err, &ve) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, field := range []string{"bind", "server.http_port", "server.join[0]", "server.gc_interval", "server.default_algorithm", "agent.datacenter"} {
+	for _, field := range []string{"bind", "server.http_port", "server.join[0]", "server.gc_interval", "server.default_algorithm", "agent.datacenter", "agent.tasks_per_supervisor"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("no error for %s in %v", field, err)
 		}
