@@ -245,13 +245,7 @@ func readTrimOr(path, def string) string {
 // hierarchy (no controllers there, but cgroup.procs, clone3 into a cgroup
 // and cgroup.kill all work).
 func TestUnifiedGroup(t *testing.T) {
-	testenv.RequireCgroups(t)
-	root := filepath.Join(DefaultRoot, "unified")
-	if v, _ := Detect(DefaultRoot); v == V2 {
-		root = DefaultRoot
-	} else if !fileExists(filepath.Join(root, "cgroup.procs")) {
-		t.Skip("no unified hierarchy on this v1 host")
-	}
+	root := testenv.UnifiedHierarchy(t)
 	m, err := NewManager(V2, root)
 	if err != nil {
 		t.Fatal(err)

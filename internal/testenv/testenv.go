@@ -164,3 +164,37 @@ func moduleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// UnifiedHierarchy returns the root of a cgroup v2 (unified) hierarchy: the
+// host's own on a v2 host, the spare one a hybrid host mounts at
+// /sys/fs/cgroup/unified, or else one this call mounts (cgroup2 is a single
+// hierarchy however often it is mounted; on a v1 host it has no
+// controllers, but cgroup.procs, clone3 into a cgroup and cgroup.kill work)
+// and unmounts when the test ends.
+func UnifiedHierarchy(t testing.TB) string {
+	t.Helper()
+	RequireCgroups(t)
+	const root = "/sys/fs/cgroup"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return root
+	}
+	if _, err := os.Stat(filepath.Join(root, "unified", "cgroup.procs")); err == nil {
+		return filepath.Join(root, "unified")
+	}
+	dir, err := os.MkdirTemp("", "caravan-cgroup2-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "cgroup2", "none", dir).CombinedOutput(); err != nil {
+		_ = os.Remove(dir)
+		Skip(t, "needs a cgroup v2 hierarchy, and mounting one failed: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			return
+		}
+		_ = os.Remove(dir)
+	})
+	return dir
+}

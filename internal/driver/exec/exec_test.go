@@ -346,12 +346,7 @@ func TestStartRefusesBadConfig(t *testing.T) {
 // controllers, so the task gets no limits there).
 func TestUnifiedHierarchy(t *testing.T) {
 	h := newHarness(t)
-	root := filepath.Join(cgroup.DefaultRoot, "unified")
-	if v, _ := cgroup.Detect(cgroup.DefaultRoot); v == cgroup.V2 {
-		root = cgroup.DefaultRoot
-	} else if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
-		t.Skip("no unified hierarchy on this v1 host")
-	}
+	root := testenv.UnifiedHierarchy(t)
 	m, err := cgroup.NewManager(cgroup.V2, root)
 	if err != nil {
 		t.Fatal(err)
