@@ -32,7 +32,7 @@ type harness struct {
 	// perSupervisor is the drivers' TasksPerSupervisor.
 	perSupervisor int
 	cgroups       *cgroup.Manager
-	seq        atomic.Int64
+	seq           atomic.Int64
 	// current is the driver Cleanup destroys tasks with.
 	current atomic.Pointer[Driver]
 }
@@ -85,11 +85,11 @@ func (h *harness) newDriver() *Driver {
 		env = []string{superviseEnv + "=1"}
 	}
 	d, err := New(Config{
-		SupervisorCommand: sup,
-		SupervisorEnv:     env,
-		StateDir:          h.stateDir,
-		AllowRoot:         h.allowRoot,
-		CgroupParent:      testCgroupParent,
+		SupervisorCommand:  sup,
+		SupervisorEnv:      env,
+		StateDir:           h.stateDir,
+		AllowRoot:          h.allowRoot,
+		CgroupParent:       testCgroupParent,
 		Cgroups:            h.cgroups,
 		TasksPerSupervisor: h.perSupervisor,
 	})
