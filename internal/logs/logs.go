@@ -47,16 +47,11 @@ type Writer struct {
 // NewWriter opens the stream <dir>/<name>.N for appending, going on in the
 // newest existing file, so a restarted writer loses and repeats nothing.
 func NewWriter(dir, name string, maxSize int64, maxFiles int) (*Writer, error) {
-	if maxSize <= 0 {
-		maxSize = DefaultMaxFileSize
+	w, err := NewLazyWriter(dir, name, maxSize, maxFiles)
+	if err != nil {
+		return nil, err
 	}
-	if maxFiles <= 0 {
-		maxFiles = DefaultMaxFiles
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
-	}
-	w := &Writer{dir: dir, name: name, maxSize: maxSize, maxFiles: maxFiles}
+	w.lazy = false
 	if err := w.openNewest(); err != nil {
 		return nil, err
 	}
