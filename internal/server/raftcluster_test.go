@@ -82,3 +82,68 @@ func TestLeaderLossDuringWrites(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged, %d after the leader was stopped", len(want), len(want)-before)
 }
+
+// TestFiveServersLoseTwo forms a 5-voter cluster (four servers join the
+// first), then stops the leader and one follower: the three left elect a
+// leader, take writes, and every write is on all five once the two are
+// back.
+func TestFiveServersLoseTwo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 5-server cluster test; skipped with -short")
+	}
+	c := testcluster.Start(t, testcluster.Options{Servers: 5})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	testcluster.WaitFor(t, 30*time.Second, "five voters", func() bool {
+		peers, err := cl.Peers(ctx)
+		return err == nil && len(peers) == 5
+	})
+
+	register := func(id string) {
+		t.Helper()
+		testcluster.WaitFor(t, 30*time.Second, "the write of "+id, func() bool {
+			callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
+			defer callCancel()
+			_, err := cl.RegisterJob(callCtx, job(id, caravan.JobTypeService, 0, 100))
+			return err == nil
+		})
+	}
+	register("before")
+	leader := c.Leader()
+	var follower *testcluster.Member
+	for _, m := range c.Servers {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	leader.Stop()
+	follower.Stop()
+	if l := c.Leader(); l == leader || l == follower {
+		t.Fatal("a stopped server still leads")
+	}
+	ids := []string{"before"}
+	for i := range 20 {
+		id := fmt.Sprintf("after-%02d", i)
+		register(id)
+		ids = append(ids, id)
+	}
+
+	for _, m := range []*testcluster.Member{leader, follower} {
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range c.Servers {
+		testcluster.WaitFor(t, 30*time.Second, "server "+m.Config.Name+" to hold every write", func() bool {
+			snap := m.Server().State().Snapshot()
+			for _, id := range ids {
+				if _, err := snap.JobByID(id); err != nil {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
