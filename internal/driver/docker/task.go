@@ -296,6 +296,34 @@ func (t *task) signal(ctx context.Context, killTimeout time.Duration, sig int) (
 	return true, nil
 }
 
+// oomSettle bounds how long collect waits for the Engine to mark a
+// container that SIGKILL ended as OOM-killed: the Engine learns of the OOM
+// kill from an event of its own, which can come after the exit.
+const oomSettle = time.Second
+
+// inspectExited inspects the stopped container. When SIGKILL ended it and
+// the driver did not send it (not killed), it may have been OOM-killed
+// with the Engine's OOM event still on its way: it inspects again until
+// the flag is set or oomSettle passes.
+func (t *task) inspectExited(ctx context.Context, killed bool) (container.InspectResponse, error) {
+	info, err := t.client.ContainerInspect(ctx, t.containerID)
+	deadline := time.Now().Add(oomSettle)
+	for err == nil && !killed && info.State != nil && info.State.ExitCode == 128+9 && !info.State.OOMKilled &&
+		time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return info, err
+		case <-time.After(50 * time.Millisecond):
+		}
+		next, nerr := t.client.ContainerInspect(ctx, t.containerID)
+		if nerr != nil {
+			break
+		}
+		info = next
+	}
+	return info, err
+}
+
 // collect builds the exit result from the container's final state.
 func (t *task) collect(ctx context.Context, waitErr error) *driver.ExitResult {
 	t.mu.Lock()
@@ -305,7 +333,7 @@ func (t *task) collect(ctx context.Context, waitErr error) *driver.ExitResult {
 		res.Stats = &s
 	}
 	t.mu.Unlock()
-	info, err := t.client.ContainerInspect(ctx, t.containerID)
+	info, err := t.inspectExited(ctx, res.Killed || res.TimedOut)
 	if waitErr == nil && err != nil && !cerrdefs.IsNotFound(err) {
 		res.Err = fmt.Sprintf("inspect the stopped container %s: %v", t.containerName, err)
 		return res
