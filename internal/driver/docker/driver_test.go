@@ -359,10 +359,10 @@ func (e *env) testMissingImage(t *testing.T) {
 
 func (e *env) testOOM(t *testing.T) {
 	d := e.driver(t, nil)
-	// The hog waits a moment: on cgroup v1 the Engine's shim watches for
-	// OOM kills only once the container runs, and misses one that comes
-	// before (seen under the full suite's load as exit 137 without the
-	// OOM flag).
+	// The hog waits a moment: on cgroup v1 the Engine can miss an OOM kill
+	// in a container's first moments (seen under the full suite's load as
+	// exit 137 without the OOM flag; most likely its shim watches for OOM
+	// kills only once the container runs).
 	cfg := e.task(t, "hog", "sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1")
 	cfg.Memory = 16
 	start(t, d, cfg)

@@ -299,9 +299,9 @@ func (t *task) signal(ctx context.Context, killTimeout time.Duration, sig int) (
 // oomSettle bounds how long collect waits for the Engine to mark a
 // container that SIGKILL ended as OOM-killed: the Engine learns of the OOM
 // kill from an event of its own, which can come after the exit. (On cgroup
-// v1 the Engine's shim starts watching for OOM kills once the container
-// runs: one in its first moments is not flagged at all, and is reported
-// as a plain exit 137.)
+// v1 an OOM kill in a container's first moments can go unflagged at all,
+// most likely because the Engine's shim watches for OOM kills only once
+// the container runs; it is then reported as a plain exit 137.)
 const oomSettle = time.Second
 
 // inspectExited inspects the stopped container. When SIGKILL ended it and
