@@ -11,12 +11,12 @@ import (
 )
 
 // newSuperviseCommand is `caravan supervise SPEC`: the hidden mode in which
-// the exec driver runs one task, so the task outlives the agent.
+// the exec driver runs its tasks, so that they outlive the agent.
 func newSuperviseCommand(env *Env) *cobra.Command {
 	var handshakeFD int
 	cmd := &cobra.Command{
 		Use:    "supervise SPEC",
-		Short:  "Hold one exec task (started by the agent's exec driver)",
+		Short:  "Hold exec tasks (started by the agent's exec driver)",
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -233,40 +233,12 @@ func jsonName(f reflect.StructField) string {
 
 // suggest names a known field close to an unknown key, for typos.
 func suggest(t reflect.Type, key string) string {
-	best, bestDist := "", 3
-	for _, f := range jsonFields(t) {
-		name := jsonName(f)
-		if d := editDistance(strings.ToLower(name), strings.ToLower(key)); d < bestDist {
-			best, bestDist = name, d
-		}
+	fields := jsonFields(t)
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = jsonName(f)
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return caravan.Suggest(names, key)
 }
 
 func kindName(t reflect.Type) string {

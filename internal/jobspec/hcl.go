@@ -296,7 +296,7 @@ func (h *hclReader) unknown(r hcl.Range, path, name string, names []string, what
 		h.errAt(r, p, "unknown %s %q: write one %s block for each", what, name, bn)
 		return
 	}
-	h.errAt(r, p, "unknown %s %q%s", what, name, suggest(names, name))
+	h.errAt(r, p, "unknown %s %q%s", what, name, caravan.Suggest(names, name))
 }
 
 func deref(t reflect.Type) reflect.Type {

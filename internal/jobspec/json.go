@@ -176,7 +176,7 @@ func (r *jsonReader) object(t reflect.Type, path string, off int) bool {
 			for i, f := range fields {
 				names[i] = f.name
 			}
-			r.problem(joinPath(path, key), keyOff, "unknown field%s", suggest(names, key))
+			r.problem(joinPath(path, key), keyOff, "unknown field%s", caravan.Suggest(names, key))
 		}
 		p := joinPath(path, name)
 		if first, dup := seen[name]; dup {

@@ -53,47 +53,6 @@ func lookupField(fields []field, key string) (field, bool) {
 	return field{}, false
 }
 
-// suggest returns ` (did you mean "x"?)` for the known name closest to key,
-// or "".
-func suggest(names []string, key string) string {
-	best, bestDist := "", 3
-	k := strings.ToLower(key)
-	for _, n := range names {
-		d := editDistance(k, strings.ToLower(n))
-		if d < bestDist {
-			best, bestDist = n, d
-		}
-	}
-	if best == "" || bestDist >= len(key) {
-		return ""
-	}
-	return ` (did you mean "` + best + `"?)`
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
 var (
 	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	timeType        = reflect.TypeFor[time.Time]()

@@ -182,3 +182,18 @@ func FuzzReadHandshake(f *testing.F) {
 		}
 	})
 }
+
+func TestMainRefusesBadArguments(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"supervise"},
+		{"supervise", "--handshake-fd", "x", "-"},
+		{"supervise", "--handshake-fd", "1", "-"},
+		{"run", "--handshake-fd", "3", "-"},
+		{"supervise", "--spec", "3", "-"},
+	} {
+		if code := Main(args); code != 2 {
+			t.Errorf("Main(%q) = %d, want 2", args, code)
+		}
+	}
+}

@@ -2,13 +2,9 @@ package taskrunner
 
 import (
 	"context"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,26 +24,9 @@ const testCgroupParent = "caravan-test-taskrunner"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(superviseEnv) == "1" {
-		os.Exit(runSupervisor(os.Args[1:]))
+		os.Exit(supervisor.Main(os.Args[1:]))
 	}
 	os.Exit(m.Run())
-}
-
-// runSupervisor is main for `<test binary> supervise --handshake-fd N SPEC`.
-func runSupervisor(args []string) int {
-	if len(args) != 4 || args[0] != "supervise" || args[1] != "--handshake-fd" {
-		return 2
-	}
-	fd, err := strconv.Atoi(args[2])
-	if err != nil {
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := supervisor.Run(ctx, args[3], os.NewFile(uintptr(fd), "handshake"), slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
-		return 1
-	}
-	return 0
 }
 
 // newExecDriver returns the real exec driver with this binary as its

@@ -8,13 +8,9 @@ package integration_test
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,25 +30,9 @@ const testCgroupParent = "caravan-test-integration"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(superviseEnv) == "1" {
-		os.Exit(runSupervisor(os.Args[1:]))
+		os.Exit(supervisor.Main(os.Args[1:]))
 	}
 	os.Exit(m.Run())
-}
-
-func runSupervisor(args []string) int {
-	if len(args) != 4 || args[0] != "supervise" || args[1] != "--handshake-fd" {
-		return 2
-	}
-	fd, err := strconv.Atoi(args[2])
-	if err != nil {
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := supervisor.Run(ctx, args[3], os.NewFile(uintptr(fd), "handshake"), slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
-		return 1
-	}
-	return 0
 }
 
 // startAgent runs an agent with the real exec driver against the servers
